@@ -1,0 +1,1 @@
+"""The HTTP api: app factory, routes by resource, dependencies and error handlers."""

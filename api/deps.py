@@ -1,0 +1,41 @@
+"""Dependency aliases through which routes reach what the lifespan opened."""
+
+from typing import Annotated
+
+from aiocache.base import BaseCache
+from fastapi import Depends, Request
+
+from api.services import Services
+from shared.queue import JobQueue
+from shared.records import RecordStore
+from shared.settings import Settings
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_cache(services: ServicesDep) -> BaseCache:
+    return services.cache
+
+
+def get_records(services: ServicesDep) -> RecordStore:
+    return services.records
+
+
+def get_queue(services: ServicesDep) -> JobQueue:
+    return services.queue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CacheDep = Annotated[BaseCache, Depends(get_cache)]
+RecordsDep = Annotated[RecordStore, Depends(get_records)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]

@@ -1,0 +1,65 @@
+"""Maps domain errors (shared/errors.py) and backend failures to HTTP responses."""
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from shared.errors import BackendUnavailableError, JobNotFoundError, UnknownJobTypeError
+
+logger = logging.getLogger(__name__)
+
+
+async def unknown_job_type(request: Request, error: Exception) -> Response:
+    assert isinstance(error, UnknownJobTypeError)
+    return JSONResponse(
+        status_code=404, content={"detail": str(error), "known_job_types": error.known}
+    )
+
+
+async def job_not_found(request: Request, error: Exception) -> Response:
+    return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
+async def backend_unavailable(request: Request, error: Exception) -> Response:
+    logger.warning("backend unavailable on %s %s: %r", request.method, request.url.path, error)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the job store (Redis) is not answering; try again shortly"},
+        headers={"Retry-After": "1"},
+    )
+
+
+async def invalid_request(request: Request, error: Exception) -> Response:
+    """Malformed JSON is a 400 that says so; a well-formed body with bad fields stays a 422."""
+    assert isinstance(error, RequestValidationError)
+    for issue in error.errors():
+        if issue.get("type") == "json_invalid":
+            reason = issue.get("ctx", {}).get("error", "malformed JSON")
+            return JSONResponse(
+                status_code=400, content={"detail": f"request body is not valid JSON: {reason}"}
+            )
+    content_type = request.headers.get("content-type", "application/json")
+    if "json" not in content_type and any(
+        issue.get("loc") == ("body",) for issue in error.errors()
+    ):
+        return JSONResponse(
+            status_code=415,
+            content={
+                "detail": f"send the parameters as JSON (Content-Type: application/json), "
+                f"not {content_type}"
+            },
+        )
+    return await request_validation_exception_handler(request, error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(UnknownJobTypeError, unknown_job_type)
+    app.add_exception_handler(JobNotFoundError, job_not_found)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    for unavailable in (BackendUnavailableError, redis.RedisError, TimeoutError):
+        app.add_exception_handler(unavailable, backend_unavailable)

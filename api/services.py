@@ -1,0 +1,22 @@
+"""What the api holds open for its lifetime: cache, record store, queue and Redis pool."""
+
+from dataclasses import dataclass
+
+from aiocache.base import BaseCache
+from arq.connections import ArqRedis
+
+from shared.queue import JobQueue
+from shared.records import RecordStore
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Opened in the app's lifespan, closed on shutdown; routes reach it through api/deps.py."""
+
+    settings: Settings
+    cache: BaseCache
+    records: RecordStore
+    queue: JobQueue
+    redis: ArqRedis | None
+    """The queue's Redis in the redis mode; None in the local mode."""

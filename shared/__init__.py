@@ -1,0 +1,1 @@
+"""What the api and the worker both need: settings, job declarations, records and the cache."""

@@ -1,0 +1,48 @@
+"""The one place that picks the cache backend (Redis or in-memory) from the settings."""
+
+from typing import assert_never
+
+from aiocache import Cache
+from aiocache.base import BaseCache
+from aiocache.serializers import JsonSerializer
+
+from shared.errors import ConfigurationError
+from shared.keys import namespaced
+from shared.settings import Settings
+
+
+def _build_key(key: str, namespace: str | None = None) -> str:
+    return key if not namespace else namespaced(namespace, key)
+
+
+def create_cache(settings: Settings, namespace: str | None = None) -> BaseCache:
+    """A namespaced cache with a TTL; both backends store JSON so they behave the same."""
+    namespace = namespace or settings.cache_namespace
+    common = {
+        "ttl": settings.cache_ttl,
+        "namespace": namespace,
+        "serializer": JsonSerializer(),
+        "key_builder": _build_key,
+    }
+    backend = settings.cache_backend
+    if backend == "redis":
+        password = settings.redis_password
+        return Cache(
+            Cache.REDIS,
+            endpoint=settings.redis_host,
+            port=settings.redis_port,
+            password=password.get_secret_value() if password else None,
+            db=settings.redis_cache_db,
+            create_connection_timeout=settings.redis_connect_timeout,
+            connection_pool_kwargs={
+                "socket_timeout": settings.redis_connect_timeout,
+                "health_check_interval": 30,
+            },
+            **common,
+        )
+    if backend == "local":
+        return Cache(Cache.MEMORY, **common)
+    assert_never(backend)
+    raise ConfigurationError(  # pragma: no cover - settings validation rejects it first
+        f"CACHE_BACKEND must be 'redis' or 'local', not {backend!r}"
+    )

@@ -1,0 +1,44 @@
+"""Domain errors, raised by shared code and mapped to HTTP responses or startup failures."""
+
+
+class JobcacheError(Exception):
+    """Base class for every error jobcache raises on purpose."""
+
+
+class ConfigurationError(JobcacheError):
+    """A setting has a value jobcache cannot run with; the message names the setting."""
+
+
+class StartupError(JobcacheError):
+    """A process cannot start because something it needs (Redis) is missing or refuses it."""
+
+
+class UnknownJobTypeError(JobcacheError):
+    """A client asked for a job type that is not declared in the catalog."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown job type {name!r}; known job types: {', '.join(known)}")
+
+
+class JobNotFoundError(JobcacheError):
+    """No record exists for this id: it never existed or its result expired."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"no job with id {job_id!r}: it does not exist or its record expired after its TTL"
+        )
+
+
+class BackendUnavailableError(JobcacheError):
+    """Redis did not answer while serving a request."""
+
+
+class JobFailedError(JobcacheError):
+    """Raised by job code to fail a job with a message meant for the client."""
+
+
+class RetryableJobError(JobFailedError):
+    """Raised by job code when a later attempt may succeed; retried if the job type allows."""

@@ -1,0 +1,35 @@
+"""How jobcache names what it stores, so that keys read well in RedisInsight.
+
+Every key lives under the cache namespace: `<namespace>:job:<id>` for job records and
+`<namespace>:response:<sha256>` for cached responses.
+"""
+
+import hashlib
+import re
+import secrets
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def new_job_id() -> str:
+    """A random id of 128 bits (22 URL-safe characters): unguessable, so it can be shared."""
+    return secrets.token_urlsafe(16)
+
+
+def is_job_id(value: str) -> bool:
+    return JOB_ID_PATTERN.fullmatch(value) is not None
+
+
+def namespaced(namespace: str, key: str) -> str:
+    """The one rule joining a namespace and a key, for every cache backend."""
+    return f"{namespace}:{key}"
+
+
+def job_record_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def response_key(*parts: str) -> str:
+    """A fixed-length key for a response, whatever characters or length its inputs have."""
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"response:{digest}"

@@ -1,0 +1,12 @@
+"""The queue port: where the api puts a job it accepted. Redis (arq) and the embedded
+worker are its two backends, in shared/redis_queue.py and worker/embedded.py."""
+
+from typing import Any, Protocol
+
+from shared.catalog import JobType
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, job_type: JobType, job_id: str, parameters: dict[str, Any]) -> None:
+        """Hand the job to whoever runs it; return once it is safely queued."""
+        ...

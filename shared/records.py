@@ -1,0 +1,70 @@
+"""The job record a client polls, and the store that keeps it in the cache with a TTL."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from aiocache.base import BaseCache
+from pydantic import BaseModel, Field
+
+from shared.keys import job_record_key
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+class Progress(BaseModel):
+    """How far a running job has come, as the job itself reports it."""
+
+    current: float
+    total: float
+    message: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRecord(BaseModel):
+    """Everything a client may learn about one job."""
+
+    id: str
+    name: str
+    status: JobStatus = JobStatus.QUEUED
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    progress: Progress | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RecordStore:
+    """Reads and writes job records in the cache (JSON under `<namespace>:job:<id>`)."""
+
+    def __init__(self, cache: BaseCache, default_ttl: int) -> None:
+        self._cache = cache
+        self._default_ttl = default_ttl
+
+    def ttl_for(self, result_ttl: int | None) -> int:
+        return self._default_ttl if result_ttl is None else result_ttl
+
+    async def put(self, record: JobRecord, ttl: int) -> None:
+        await self._cache.set(job_record_key(record.id), record.model_dump(mode="json"), ttl=ttl)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        stored = await self._cache.get(job_record_key(job_id))
+        return None if stored is None else JobRecord.model_validate(stored)
+
+    async def delete(self, job_id: str) -> None:
+        await self._cache.delete(job_record_key(job_id))

@@ -1,0 +1,58 @@
+"""The local mode's queue: runs jobs inside the api process through the same runner.
+
+Jobs wait in memory, so they are lost when the process stops; that is the trade the embedded
+default makes for needing no Redis.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from shared.catalog import JobType
+from worker.runner import JobRunner, RetryLater
+
+logger = logging.getLogger(__name__)
+
+Delivery = tuple[JobType, str, dict[str, Any], int]
+
+
+class EmbeddedWorker:
+    """A JobQueue that is its own worker: `concurrency` tasks take jobs from an asyncio queue."""
+
+    def __init__(self, runner: JobRunner, concurrency: int) -> None:
+        self._runner = runner
+        self._concurrency = concurrency
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._consumers: list[asyncio.Task[None]] = []
+        self._retry_timers: set[asyncio.TimerHandle] = set()
+
+    async def enqueue(self, job_type: JobType, job_id: str, parameters: dict[str, Any]) -> None:
+        self._queue.put_nowait((job_type, job_id, parameters, 1))
+
+    def start(self) -> None:
+        self._consumers = [
+            asyncio.create_task(self._consume(), name=f"embedded-worker-{number}")
+            for number in range(self._concurrency)
+        ]
+
+    async def close(self) -> None:
+        for timer in self._retry_timers:
+            timer.cancel()
+        for consumer in self._consumers:
+            consumer.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+
+    async def _consume(self) -> None:
+        while True:
+            job_type, job_id, parameters, attempt = await self._queue.get()
+            outcome = await self._runner.run(job_type, job_id, parameters, attempt)
+            if isinstance(outcome, RetryLater):
+                self._schedule_retry(outcome.delay, (job_type, job_id, parameters, attempt + 1))
+
+    def _schedule_retry(self, delay: float, delivery: Delivery) -> None:
+        def deliver() -> None:
+            self._retry_timers.discard(timer)
+            self._queue.put_nowait(delivery)
+
+        timer = asyncio.get_running_loop().call_later(delay, deliver)
+        self._retry_timers.add(timer)

@@ -1,0 +1,122 @@
+"""arq's entry point: `arq worker.main.WorkerSettings` starts a worker process.
+
+The settings are read when arq builds the worker (not when this module is imported), and a
+worker that cannot work (local mode, Redis refusing it) exits at once with a message.
+"""
+
+import logging.config
+import multiprocessing
+from collections.abc import ItemsView
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from arq import Retry
+from arq.worker import Function, func
+
+from shared.cache import create_cache
+from shared.catalog import JOB_TYPES, JobType
+from shared.errors import ConfigurationError, StartupError
+from shared.logs import log_config
+from shared.records import RecordStore
+from shared.redis_connection import arq_redis_settings, check_redis
+from shared.redis_queue import job_deserializer, job_serializer
+from shared.settings import Settings, load_settings
+from worker.implementations import IMPLEMENTATIONS
+from worker.runner import JobRunner, RetryLater
+
+logger = logging.getLogger(__name__)
+
+# arq needs a moment past the job's own timeout so that the runner's timeout, which writes a
+# readable failed record, always fires first.
+ARQ_TIMEOUT_MARGIN = 5.0
+
+
+def arq_function(job_type: JobType) -> Function:
+    """The arq function that runs one job type through the runner."""
+
+    async def run(ctx: dict[str, Any], job_id: str, parameters: dict[str, Any]) -> None:
+        runner: JobRunner = ctx["runner"]
+        outcome = await runner.run(job_type, job_id, parameters, ctx["job_try"])
+        if isinstance(outcome, RetryLater):
+            raise Retry(defer=outcome.delay)
+
+    return func(
+        run,
+        name=job_type.name,
+        timeout=job_type.timeout + ARQ_TIMEOUT_MARGIN,
+        # One more delivery than attempts: after a worker died mid-attempt, the runner still
+        # gets to write the failed record instead of arq dropping the job silently.
+        max_tries=job_type.max_attempts + 1,
+        keep_result=0,
+    )
+
+
+def create_cpu_pool(size: int) -> ProcessPoolExecutor:
+    # spawn, not fork: forking a process that runs an event loop and Redis connections copies
+    # their state into the child.
+    return ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    logging.config.dictConfig(log_config(settings.log_level))
+    cache = create_cache(settings)
+    cpu_pool = create_cpu_pool(settings.cpu_workers)
+    ctx["cache"] = cache
+    ctx["cpu_pool"] = cpu_pool
+    ctx["runner"] = JobRunner(RecordStore(cache, settings.cache_ttl), IMPLEMENTATIONS, cpu_pool)
+    logger.info(
+        "worker ready: queue %s, %d job types, %d at once",
+        settings.queue_name, len(JOB_TYPES), settings.worker_concurrency,
+    )  # fmt: skip
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if "cache" in ctx:
+        await ctx["cache"].close()
+    if "cpu_pool" in ctx:
+        ctx["cpu_pool"].shutdown(wait=False, cancel_futures=True)
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Everything arq's Worker is built from, derived from one settings object."""
+    return {
+        "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
+        "redis_settings": arq_redis_settings(settings),
+        "queue_name": settings.queue_name,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
+        "max_jobs": settings.worker_concurrency,
+        "keep_result": 0,
+        "log_results": False,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+    }
+
+
+def settings_for_worker() -> Settings:
+    """The settings of a worker process, or SystemExit with the reason it cannot run."""
+    try:
+        settings = load_settings()
+        if settings.cache_backend != "redis":
+            raise ConfigurationError(
+                f"CACHE_BACKEND={settings.cache_backend}: a worker needs CACHE_BACKEND=redis. "
+                "In the local mode the api runs jobs itself and keeps results in its own "
+                "memory, where a separate worker's results could never reach it."
+            )
+        check_redis(settings)
+    except (ConfigurationError, StartupError) as error:
+        raise SystemExit(f"jobcache worker cannot start: {error}") from None
+    return settings
+
+
+class _WorkerSettings(dict[str, Any]):
+    """arq reads a worker's options from this mapping when it builds the worker; reading the
+    settings only then keeps the environment out of import time."""
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        return worker_options(settings_for_worker()).items()
+
+
+WorkerSettings = _WorkerSettings()
