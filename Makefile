@@ -1,0 +1,33 @@
+# The two quick-start commands: `make run` (the service, embedded mode, no Redis needed) and
+# `make test` (the test suite; needs a Redis on 127.0.0.1:6379). Both install what they need
+# into .venv from the pinned requirements files first.
+
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run worker test lint bench
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(VENV)/bin/uvicorn api.main:app --host $(HOST) --port $(PORT)
+
+worker: $(VENV)/.runtime
+	$(VENV)/bin/arq worker.main.WorkerSettings
+
+test: $(VENV)/.dev
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
