@@ -1,7 +1,8 @@
 """The one settings object, read from the environment and `.env` when a process starts."""
 
 import os
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,16 +54,17 @@ class Settings(BaseSettings):
         return f"{self.cache_namespace}:queue"
 
 
-def load_settings(**overrides: object) -> Settings:
+def describe_problem(issue: Mapping[str, Any]) -> str:
+    """One validation problem, named by its environment variable; a secret's value is not shown."""
+    variable = "_".join(str(part) for part in issue["loc"]).upper()
+    shown = "" if "PASSWORD" in variable else f" (got {issue['input']!r})"
+    return f"{variable}: {issue['msg']}{shown}"
+
+
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings once; turn a bad value into an error that names its variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']).upper()}: {issue['msg']}"
-            f" (got {issue['input']!r})"
-            if "password" not in str(issue["loc"])
-            else f"{'.'.join(str(part) for part in issue['loc']).upper()}: {issue['msg']}"
-            for issue in error.errors()
-        )
+        problems = "; ".join(describe_problem(issue) for issue in error.errors())
         raise ConfigurationError(f"invalid settings: {problems}") from None

@@ -104,7 +104,11 @@ class JobRunner:
             return await self._failed(job_type, record, ttl, error, started)
         try:
             data = encode_result(job_type, result)
-        except (ValidationError, ValueError, TypeError) as error:
+        except ValidationError as error:
+            return await self._finish(
+                record, ttl, error=f"result does not match {job_type.result.__name__}: {error}"
+            )
+        except (ValueError, TypeError) as error:
             return await self._finish(
                 record, ttl, error=f"result could not be encoded as JSON: {error}"
             )

@@ -1,0 +1,79 @@
+"""Fixtures for in-process tests: the app inside its lifespan, driven through ASGITransport."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from api.main import create_app
+from shared.settings import Settings
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def local_settings(namespace: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        cache_backend="local",
+        cache_namespace=namespace,
+        cpu_workers=1,
+    )
+
+
+@pytest.fixture
+async def local_client(local_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app in the local mode: no Redis, the app runs jobs itself."""
+    async with client_for(local_settings) as client:
+        yield client
+
+
+@asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app for these settings, started in its lifespan, with an HTTP client talking to it."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app, startup_timeout=15, shutdown_timeout=15) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://jobcache.test"
+        ) as client,
+    ):
+        yield client
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = 10.0, interval: float = 0.02
+) -> Any:
+    """Await `check` until it returns something truthy, failing after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+async def finished_record(
+    client: httpx.AsyncClient, job_id: str, within: float = 10.0
+) -> dict[str, Any]:
+    """Poll GET /jobs/{id} as a client would until the job has succeeded or failed."""
+
+    async def check() -> dict[str, Any] | None:
+        response = await client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        record: dict[str, Any] = response.json()
+        return record if record["status"] in ("succeeded", "failed") else None
+
+    result: dict[str, Any] = await eventually(check, within)
+    return result

@@ -1,0 +1,170 @@
+"""The HTTP api in the embedded (local) mode: one process, no Redis, jobs run in the api."""
+
+import httpx
+
+from shared.settings import Settings
+from tests.conftest import client_for, eventually, finished_record
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_echo_job_is_accepted_then_its_result_is_served(
+    local_client: httpx.AsyncClient,
+) -> None:
+    response = await local_client.post("/jobs/echo", json={"message": "héllo\nwörld"})
+    assert response.status_code == 202
+    submitted = response.json()
+    assert submitted["status"] == "queued"
+    assert response.headers["Location"] == f"/jobs/{submitted['id']}"
+
+    record = await finished_record(local_client, submitted["id"])
+    assert record["status"] == "succeeded"
+    assert record["result"] == {"message": "héllo\nwörld"}
+    assert record["attempts"] == 1
+    assert record["started_at"] is not None and record["finished_at"] is not None
+
+
+async def test_text_stats_counts_words_and_lines(local_client: httpx.AsyncClient) -> None:
+    text = "the cat and the hat\nThe end"
+    response = await local_client.post("/jobs/text_stats", json={"text": text, "top": 1})
+    record = await finished_record(local_client, response.json()["id"])
+    assert record["result"] == {
+        "characters": len(text),
+        "words": 7,
+        "lines": 2,
+        "unique_words": 5,
+        "most_common": [{"word": "the", "count": 3}],
+    }
+
+
+async def test_failing_job_shows_failed_with_a_readable_error(
+    local_client: httpx.AsyncClient,
+) -> None:
+    response = await local_client.post("/jobs/fail", json={"message": "the disk is full"})
+    record = await finished_record(local_client, response.json()["id"])
+    assert record["status"] == "failed"
+    assert record["error"] == "the disk is full"
+    assert record["result"] is None
+
+
+async def test_sleep_job_reports_progress_while_it_runs(local_client: httpx.AsyncClient) -> None:
+    job_id = (await local_client.post("/jobs/sleep", json={"seconds": 1.5})).json()["id"]
+
+    async def partly_done() -> dict[str, object] | None:
+        record = (await local_client.get(f"/jobs/{job_id}")).json()
+        progress = record["progress"]
+        if record["status"] == "running" and progress and 0 < progress["current"] < 1.5:
+            return record
+        return None
+
+    running = await eventually(partly_done)
+    assert running["progress"]["total"] == 1.5
+    record = await finished_record(local_client, job_id)
+    assert record["result"] == {"slept": 1.5}
+    assert record["progress"]["current"] == 1.5
+
+
+async def test_cpu_bound_job_runs_off_the_event_loop(local_client: httpx.AsyncClient) -> None:
+    """While a CPU-bound job computes, later jobs and health checks are still served."""
+    primes = (await local_client.post("/jobs/primes", json={"limit": 40_000_000})).json()["id"]
+
+    async def running() -> bool:
+        record = (await local_client.get(f"/jobs/{primes}")).json()
+        return bool(record["status"] == "running")
+
+    await eventually(running)
+    assert (await local_client.get("/health")).status_code == 200
+    echo = (await local_client.post("/jobs/echo", json={"message": "meanwhile"})).json()["id"]
+    await finished_record(local_client, echo)
+    assert (await local_client.get(f"/jobs/{primes}")).json()["status"] == "running"
+
+    record = await finished_record(local_client, primes, within=60)
+    assert record["result"]["count"] == 2_433_654
+
+
+async def test_primes_counts_small_limits_exactly(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.post("/jobs/primes", json={"limit": 100})
+    record = await finished_record(local_client, response.json()["id"])
+    assert record["result"] == {"limit": 100, "count": 25, "largest": 97}
+
+
+async def test_malformed_json_is_a_400_that_says_so(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.post("/jobs/echo", content=b'{"message": ', headers=JSON)
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["detail"]
+
+
+async def test_form_body_is_refused_with_a_hint_to_send_json(
+    local_client: httpx.AsyncClient,
+) -> None:
+    response = await local_client.post("/jobs/echo", data={"message": "hi"})
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+
+
+async def test_unknown_job_type_is_404_listing_the_known_ones(
+    local_client: httpx.AsyncClient,
+) -> None:
+    response = await local_client.post("/jobs/resize_image", json={})
+    assert response.status_code == 404
+    body = response.json()
+    assert "resize_image" in body["detail"]
+    assert body["known_job_types"] == ["echo", "fail", "primes", "sleep", "text_stats"]
+
+
+async def test_invalid_parameters_are_422_with_field_errors(
+    local_client: httpx.AsyncClient,
+) -> None:
+    response = await local_client.post("/jobs/sleep", json={"seconds": "soon", "extra": 1})
+    assert response.status_code == 422
+    problems = {tuple(error["loc"]): error["type"] for error in response.json()["detail"]}
+    assert problems[("body", "seconds")] == "float_parsing"
+    assert problems[("body", "extra")] == "extra_forbidden"
+
+    too_long = await local_client.post("/jobs/sleep", json={"seconds": 10_000})
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["loc"] == ["body", "seconds"]
+
+
+async def test_unknown_or_malformed_job_id_is_404(local_client: httpx.AsyncClient) -> None:
+    for job_id in ("A" * 22, "not-an-id", "x" * 300):
+        response = await local_client.get(f"/jobs/{job_id}")
+        assert response.status_code == 404
+        assert "no job with id" in response.json()["detail"]
+
+
+async def test_record_expires_after_its_ttl(namespace: str) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        cache_backend="local",
+        cache_namespace=namespace,
+        cache_ttl=1,
+        cpu_workers=1,
+    )
+    async with client_for(settings) as client:
+        job_id = (await client.post("/jobs/echo", json={"message": "brief"})).json()["id"]
+        await finished_record(client, job_id)
+
+        async def gone() -> bool:
+            return (await client.get(f"/jobs/{job_id}")).status_code == 404
+
+        await eventually(gone, within=5)
+
+
+async def test_cached_endpoint_serves_the_second_request_from_the_cache(
+    local_client: httpx.AsyncClient,
+) -> None:
+    first = await local_client.get("/cached", params={"rounds": 1000, "seed": "a"})
+    second = await local_client.get("/cached", params={"rounds": 1000, "seed": "a"})
+    other = await local_client.get("/cached", params={"rounds": 1000, "seed": "b"})
+    assert (first.json()["cached"], first.headers["X-Cache"]) == (False, "miss")
+    assert (second.json()["cached"], second.headers["X-Cache"]) == (True, "hit")
+    assert second.json()["digest"] == first.json()["digest"]
+    assert other.json()["cached"] is False
+    assert other.json()["digest"] != first.json()["digest"]
+
+
+async def test_health_reports_the_local_backend(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "backend": "local", "redis": None}

@@ -1,0 +1,45 @@
+"""The job catalog: one declaration per job type, read by the api, the worker and OpenAPI."""
+
+from api.main import create_app
+from shared.catalog import JOB_TYPES
+from shared.keys import is_job_id, new_job_id
+from shared.settings import Settings
+from worker.implementations import IMPLEMENTATIONS
+from worker.main import WorkerSettings, worker_options
+
+
+def test_every_declared_job_type_has_an_implementation_and_no_other() -> None:
+    assert set(IMPLEMENTATIONS) == set(JOB_TYPES)
+
+
+def test_worker_registers_one_arq_function_per_job_type_with_its_timeout() -> None:
+    options = worker_options(Settings(_env_file=None, cache_backend="redis"))  # type: ignore[call-arg]
+    functions = {function.name: function for function in options["functions"]}
+    assert set(functions) == set(JOB_TYPES)
+    for name, job_type in JOB_TYPES.items():
+        assert functions[name].timeout_s > job_type.timeout
+        assert functions[name].max_tries == job_type.max_attempts + 1
+    assert options["keep_result"] == 0, "arq must not keep a second copy of each result"
+
+
+def test_importing_the_worker_settings_reads_no_settings() -> None:
+    """arq reads WorkerSettings as a mapping when it builds the worker, not at import."""
+    assert isinstance(WorkerSettings, dict)
+    assert dict.__len__(WorkerSettings) == 0
+
+
+def test_openapi_documents_each_job_type_with_its_own_parameter_schema() -> None:
+    schema = create_app().openapi()
+    for name, job_type in JOB_TYPES.items():
+        operation = schema["paths"][f"/jobs/{name}"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"].endswith(f"/{job_type.parameters.__name__}")
+        assert operation["summary"] == job_type.summary
+    assert "/jobs/{name}" not in schema["paths"], "the unknown-name fallback is not an operation"
+
+
+def test_job_ids_are_random_unguessable_and_recognised() -> None:
+    ids = {new_job_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(is_job_id(job_id) and len(job_id) == 22 for job_id in ids)  # 128 random bits
+    assert not is_job_id("../../etc/passwd") and not is_job_id("a" * 21)

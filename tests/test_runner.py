@@ -1,0 +1,160 @@
+"""The job runner: retries with backoff, timeouts and unencodable results, as records show them.
+
+These use job types declared here (not in the catalog) and the embedded worker over the memory
+cache, which runs jobs through the same runner as the arq worker.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from shared.cache import create_cache
+from shared.catalog import EchoParameters, EchoResult, JobResult, JobType
+from shared.errors import RetryableJobError
+from shared.keys import new_job_id
+from shared.records import JobRecord, RecordStore
+from shared.settings import Settings
+from tests.conftest import eventually
+from worker.context import JobContext
+from worker.embedded import EmbeddedWorker
+from worker.runner import Finished, JobRunner
+
+FLAKY = JobType("flaky", "fails twice", EchoParameters, EchoResult, retries=2, retry_delay=0.01)
+HOPELESS = JobType("hopeless", "always", EchoParameters, EchoResult, retries=1, retry_delay=0.01)
+SLOW = JobType("slow", "too slow", EchoParameters, EchoResult, timeout=0.2)
+
+
+class Blob(JobResult):
+    data: Any
+
+
+NOT_JSON = JobType("not_json", "bad result", EchoParameters, Blob)
+WRONG_SHAPE = JobType("wrong_shape", "bad result", EchoParameters, EchoResult)
+
+calls: dict[str, int] = {}
+
+
+async def flaky(parameters: EchoParameters, context: JobContext) -> EchoResult:
+    calls[context.job_id] = calls.get(context.job_id, 0) + 1
+    if calls[context.job_id] < 3:
+        raise RetryableJobError(f"upstream busy (call {calls[context.job_id]})")
+    return EchoResult(message=parameters.message)
+
+
+async def hopeless(parameters: EchoParameters, context: JobContext) -> EchoResult:
+    raise RetryableJobError(f"still down on attempt {context.attempt}")
+
+
+async def slow(parameters: EchoParameters, context: JobContext) -> EchoResult:
+    await asyncio.sleep(30)
+    return EchoResult(message="never")
+
+
+async def not_json(parameters: EchoParameters, context: JobContext) -> Blob:
+    return Blob(data=object())
+
+
+async def wrong_shape(parameters: EchoParameters, context: JobContext) -> Any:
+    return {"message": ["not", "a", "string"]}
+
+
+IMPLEMENTATIONS = {
+    "flaky": flaky,
+    "hopeless": hopeless,
+    "slow": slow,
+    "not_json": not_json,
+    "wrong_shape": wrong_shape,
+}
+
+
+@pytest.fixture
+async def records(namespace: str) -> AsyncIterator[RecordStore]:
+    cache = create_cache(Settings(_env_file=None, cache_namespace=namespace))  # type: ignore[call-arg]
+    yield RecordStore(cache, default_ttl=60)
+    await cache.close()
+
+
+@pytest.fixture
+async def worker(records: RecordStore) -> AsyncIterator[EmbeddedWorker]:
+    with ThreadPoolExecutor(1) as pool:
+        embedded = EmbeddedWorker(JobRunner(records, IMPLEMENTATIONS, pool), concurrency=2)
+        embedded.start()
+        yield embedded
+        await embedded.close()
+
+
+async def run_to_the_end(
+    worker: EmbeddedWorker, records: RecordStore, job_type: JobType
+) -> JobRecord:
+    job_id = new_job_id()
+    await records.put(JobRecord(id=job_id, name=job_type.name), 60)
+    await worker.enqueue(job_type, job_id, {"message": "hi"})
+
+    async def finished() -> JobRecord | None:
+        record = await records.get(job_id)
+        return record if record and record.status.finished else None
+
+    result: JobRecord = await eventually(finished)
+    return result
+
+
+async def test_retryable_error_is_retried_until_it_succeeds(
+    worker: EmbeddedWorker, records: RecordStore
+) -> None:
+    record = await run_to_the_end(worker, records, FLAKY)
+    assert record.status == "succeeded"
+    assert record.attempts == 3
+    assert record.result == {"message": "hi"}
+    assert record.error is None
+
+
+async def test_exhausted_retries_end_failed_with_the_last_error(
+    worker: EmbeddedWorker, records: RecordStore
+) -> None:
+    record = await run_to_the_end(worker, records, HOPELESS)
+    assert record.status == "failed"
+    assert record.attempts == 2
+    assert record.error == "still down on attempt 2"
+
+
+async def test_job_over_its_timeout_fails_with_a_timeout_error(
+    worker: EmbeddedWorker, records: RecordStore
+) -> None:
+    record = await run_to_the_end(worker, records, SLOW)
+    assert record.status == "failed"
+    assert record.error == "timed out after 0.2s"
+
+
+async def test_result_that_is_not_json_fails_with_a_readable_reason(
+    worker: EmbeddedWorker, records: RecordStore
+) -> None:
+    record = await run_to_the_end(worker, records, NOT_JSON)
+    assert record.status == "failed"
+    assert record.error is not None
+    assert record.error.startswith("result could not be encoded as JSON")
+
+
+async def test_result_of_the_wrong_shape_fails_naming_the_result_model(
+    worker: EmbeddedWorker, records: RecordStore
+) -> None:
+    record = await run_to_the_end(worker, records, WRONG_SHAPE)
+    assert record.status == "failed"
+    assert record.error is not None
+    assert record.error.startswith("result does not match EchoResult")
+
+
+async def test_delivery_past_the_last_attempt_writes_a_failed_record(
+    records: RecordStore,
+) -> None:
+    """What happens when a worker died mid-attempt and arq delivers the job once more."""
+    job_id = new_job_id()
+    with ThreadPoolExecutor(1) as pool:
+        runner = JobRunner(records, IMPLEMENTATIONS, pool)
+        outcome = await runner.run(HOPELESS, job_id, {"message": "hi"}, attempt=3)
+    assert outcome == Finished()
+    record = await records.get(job_id)
+    assert record is not None
+    assert (record.status, record.error) == ("failed", "gave up after 2 attempt(s)")

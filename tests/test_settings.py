@@ -1,0 +1,71 @@
+"""Settings: read once when a process starts, with errors that name the setting."""
+
+from pathlib import Path
+
+import pytest
+from asgi_lifespan import LifespanManager
+
+from api.main import create_app
+from shared.errors import ConfigurationError
+from shared.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No jobcache variable and no .env from the developer's machine leaks into these tests."""
+    monkeypatch.chdir(tmp_path)
+    for variable in ("CACHE_BACKEND", "REDIS_PASSWORD", "CACHE_NAMESPACE", "CACHE_TTL"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_backend_defaults_to_local_so_the_quick_start_needs_no_redis() -> None:
+    assert load_settings().cache_backend == "local"
+
+
+def test_unknown_backend_is_an_error_naming_the_setting_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_BACKEND", "memcached")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "CACHE_BACKEND" in message and "'local'" in message and "'redis'" in message
+    assert "memcached" in message
+
+
+def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CACHE_BACKEND=redis\nCACHE_TTL=42\n")
+    settings = load_settings()
+    assert (settings.cache_backend, settings.cache_ttl) == ("redis", 42)
+
+
+def test_password_never_shows_in_reprs_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD", "hunter2-secret")
+    settings = load_settings()
+    assert settings.redis_password is not None
+    assert settings.redis_password.get_secret_value() == "hunter2-secret"
+    assert "hunter2-secret" not in repr(settings) + str(settings)
+
+    monkeypatch.setenv("CACHE_TTL", "-1")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert "CACHE_TTL" in str(raised.value)
+    assert "hunter2-secret" not in str(raised.value)
+
+
+async def test_the_app_reads_its_settings_when_it_starts_not_when_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = create_app()
+    monkeypatch.setenv("CACHE_NAMESPACE", "read-at-startup")
+    async with LifespanManager(app):
+        assert app.state.services.settings.cache_namespace == "read-at-startup"
+
+
+async def test_the_app_refuses_to_start_with_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CACHE_BACKEND", "disk")
+    with pytest.raises(ConfigurationError, match="CACHE_BACKEND"):
+        async with LifespanManager(create_app()):
+            pass
