@@ -1,0 +1,74 @@
+"""docker-compose.yml, checked by parsing it: Docker cannot run on our machines. The commands
+it runs are the README's, which the process tests run for real."""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def command_of(service: dict[str, Any]) -> str:
+    command = service["command"]
+    return command if isinstance(command, str) else " ".join(command)
+
+
+def test_compose_runs_redis_redisinsight_api_and_worker(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"redis", "redisinsight", "api", "worker"}
+
+
+def test_redis_takes_its_password_from_env_and_keeps_an_append_only_file(
+    compose: dict[str, Any],
+) -> None:
+    redis = command_of(compose["services"]["redis"])
+    assert re.search(r"--requirepass \$\{REDIS_PASSWORD", redis)
+    assert "--appendonly yes" in redis
+    assert "/data" in compose["services"]["redis"]["volumes"][0]
+
+
+def test_redisinsight_is_reachable_on_host_port_8001(compose: dict[str, Any]) -> None:
+    ports = compose["services"]["redisinsight"]["ports"]
+    assert any(str(port).startswith("8001:") for port in ports)
+
+
+def test_api_and_worker_run_the_readme_commands_against_redis(compose: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, expected in (
+        ("api", "uvicorn api.main:app --host 0.0.0.0 --port 8000"),
+        ("worker", "arq worker.main.WorkerSettings"),
+    ):
+        service = compose["services"][name]
+        assert command_of(service) == expected
+        assert expected in readme
+        environment = service["environment"]
+        assert environment["CACHE_BACKEND"] == "redis"
+        assert environment["REDIS_HOST"] == "redis"
+        assert environment["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD")
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
+    """`--scale worker=N` fails on a fixed container name or a published host port."""
+    worker = compose["services"]["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+
+
+def test_env_example_documents_every_setting() -> None:
+    from shared.settings import Settings
+
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for field in Settings.model_fields:
+        assert field.upper() in example, f"{field.upper()} missing from .env.example"
+        assert f"`{field.upper()}`" in readme, f"{field.upper()} missing from the README"
+    assert re.search(r"^CACHE_BACKEND=redis$", example, re.MULTILINE)
