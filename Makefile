@@ -24,7 +24,7 @@ run: $(VENV)/.runtime
 worker: $(VENV)/.runtime
 	$(VENV)/bin/arq worker.main.WorkerSettings
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev lint
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.dev
