@@ -6,6 +6,7 @@ from aiocache.base import BaseCache
 from fastapi import Depends, Request
 
 from api.services import Services
+from shared.events import JobEvents
 from shared.queue import JobQueue
 from shared.records import RecordStore
 from shared.settings import Settings
@@ -35,7 +36,12 @@ def get_queue(services: ServicesDep) -> JobQueue:
     return services.queue
 
 
+def get_events(services: ServicesDep) -> JobEvents:
+    return services.events
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CacheDep = Annotated[BaseCache, Depends(get_cache)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+EventsDep = Annotated[JobEvents, Depends(get_events)]

@@ -16,9 +16,12 @@ from api.routes import cached, health, jobs
 from api.services import Services
 from shared.cache import create_cache
 from shared.errors import StartupError
+from shared.events import MemoryJobEvents
+from shared.keys import job_events_channel
 from shared.logs import log_config
 from shared.records import RecordStore
-from shared.redis_connection import explain_redis_error
+from shared.redis_connection import explain_redis_error, redis_client
+from shared.redis_events import RedisJobEvents
 from shared.redis_queue import RedisQueue, open_arq_pool
 from shared.settings import Settings, load_settings
 from worker.embedded import EmbeddedWorker
@@ -35,16 +38,26 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
         cache = create_cache(settings)
         stack.push_async_callback(cache.close)
-        records = RecordStore(cache, settings.cache_ttl)
         if settings.cache_backend == "redis":
             pool = await open_arq_pool(settings)
             stack.push_async_callback(pool.aclose)
+            events_client = redis_client(settings, settings.redis_cache_db)
+            stack.push_async_callback(events_client.aclose)
+            redis_events = RedisJobEvents(
+                events_client, job_events_channel(settings.cache_namespace)
+            )
             try:
                 await cache.raw("ping")
+                await redis_events.start_listening()
             except (redis.RedisError, OSError, TimeoutError) as error:
                 raise explain_redis_error(error, settings) from None
-            yield Services(settings, cache, records, RedisQueue(pool, settings.queue_name), pool)
+            stack.push_async_callback(redis_events.close)
+            records = RecordStore(cache, settings.cache_ttl, redis_events)
+            queue = RedisQueue(pool, settings.queue_name)
+            yield Services(settings, cache, records, redis_events, queue, pool)
             return
+        memory_events = MemoryJobEvents()
+        records = RecordStore(cache, settings.cache_ttl, memory_events)
         cpu_pool = create_cpu_pool(settings.cpu_workers)
         stack.callback(cpu_pool.shutdown, wait=False, cancel_futures=True)
         embedded = EmbeddedWorker(
@@ -52,7 +65,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         embedded.start()
         stack.push_async_callback(embedded.close)
-        yield Services(settings, cache, records, embedded, None)
+        yield Services(settings, cache, records, memory_events, embedded, None)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from aiocache.base import BaseCache
 from arq.connections import ArqRedis
 
+from shared.events import JobEvents
 from shared.queue import JobQueue
 from shared.records import RecordStore
 from shared.settings import Settings
@@ -17,6 +18,7 @@ class Services:
     settings: Settings
     cache: BaseCache
     records: RecordStore
+    events: JobEvents
     queue: JobQueue
     redis: ArqRedis | None
     """The queue's Redis in the redis mode; None in the local mode."""

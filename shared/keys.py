@@ -33,3 +33,13 @@ def response_key(*parts: str) -> str:
     """A fixed-length key for a response, whatever characters or length its inputs have."""
     digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
     return f"response:{digest}"
+
+
+def job_events_channel(namespace: str) -> str:
+    """The pub/sub channel on which every write of a job record is announced."""
+    return f"{namespace}:job-events"
+
+
+def wakeup_channel(queue_name: str) -> str:
+    """The pub/sub channel on which the api tells idle workers that a job was queued."""
+    return f"{queue_name}:wakeup"

@@ -4,9 +4,12 @@ worker are its two backends, in shared/redis_queue.py and worker/embedded.py."""
 from typing import Any, Protocol
 
 from shared.catalog import JobType
+from shared.records import JobRecord
 
 
 class JobQueue(Protocol):
-    async def enqueue(self, job_type: JobType, job_id: str, parameters: dict[str, Any]) -> None:
+    async def enqueue(
+        self, job_type: JobType, record: JobRecord, parameters: dict[str, Any]
+    ) -> None:
         """Hand the job to whoever runs it; return once it is safely queued."""
         ...

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from aiocache.base import BaseCache
 from pydantic import BaseModel, Field
@@ -49,18 +49,27 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
 
 
-class RecordStore:
-    """Reads and writes job records in the cache (JSON under `<namespace>:job:<id>`)."""
+class RecordPublisher(Protocol):
+    async def publish(self, record: "JobRecord") -> None: ...
 
-    def __init__(self, cache: BaseCache, default_ttl: int) -> None:
+
+class RecordStore:
+    """Reads and writes job records in the cache (JSON under `<namespace>:job:<id>`), and
+    announces each write to the job events so that waiting clients see it at once."""
+
+    def __init__(self, cache: BaseCache, default_ttl: int, events: RecordPublisher) -> None:
         self._cache = cache
         self._default_ttl = default_ttl
+        self._events = events
 
     def ttl_for(self, result_ttl: int | None) -> int:
         return self._default_ttl if result_ttl is None else result_ttl
 
-    async def put(self, record: JobRecord, ttl: int) -> None:
+    async def put(self, record: JobRecord, ttl: int, *, announce: bool = True) -> None:
+        """Write the record; `announce=False` for a job nobody can be watching yet."""
         await self._cache.set(job_record_key(record.id), record.model_dump(mode="json"), ttl=ttl)
+        if announce:
+            await self._events.publish(record)
 
     async def get(self, job_id: str) -> JobRecord | None:
         stored = await self._cache.get(job_record_key(job_id))

@@ -1,6 +1,7 @@
 """Connecting to Redis: arq's connection settings and a startup check with a clear message."""
 
 import asyncio
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -38,7 +39,7 @@ def explain_redis_error(error: BaseException, settings: Settings) -> StartupErro
     return StartupError(f"{where} answered with an error: {error}")
 
 
-def _client_options(settings: Settings, db: int) -> dict[str, object]:
+def redis_client_options(settings: Settings, db: int) -> dict[str, Any]:
     password = settings.redis_password
     return {
         "host": settings.redis_host,
@@ -54,13 +55,18 @@ def _client_options(settings: Settings, db: int) -> dict[str, object]:
 def check_redis(settings: Settings) -> None:
     """Ping the queue and cache databases or raise a StartupError (for sync entry points)."""
     for db in {settings.redis_queue_db, settings.redis_cache_db}:
-        client = redis.Redis(**_client_options(settings, db))  # type: ignore[arg-type]
+        client = redis.Redis(**redis_client_options(settings, db))
         try:
             client.ping()
         except redis.RedisError as error:
             raise explain_redis_error(error, settings) from None
         finally:
             client.close()
+
+
+def redis_client(settings: Settings, db: int) -> redis.asyncio.Redis:
+    """An asyncio client of one database of the configured Redis (no I/O until first used)."""
+    return redis.asyncio.Redis(**redis_client_options(settings, db))
 
 
 async def ping(client: redis.asyncio.Redis, settings: Settings) -> None:

@@ -7,6 +7,8 @@ import redis
 from arq.connections import ArqRedis, create_pool
 
 from shared.catalog import JobType
+from shared.keys import wakeup_channel
+from shared.records import JobRecord
 from shared.redis_connection import arq_redis_settings, explain_redis_error
 from shared.settings import Settings
 
@@ -46,13 +48,23 @@ async def open_arq_pool(settings: Settings) -> ArqRedis:
 
 
 class RedisQueue:
-    """Enqueues onto arq; the worker's arq function of the same name picks the job up."""
+    """Enqueues onto arq, then wakes an idle worker, whose arq function of the same name runs
+    the job. A lost wake-up only delays the job until the worker's fallback poll."""
 
     def __init__(self, pool: ArqRedis, queue_name: str) -> None:
         self._pool = pool
         self._queue_name = queue_name
+        self._wakeup_channel = wakeup_channel(queue_name)
 
-    async def enqueue(self, job_type: JobType, job_id: str, parameters: dict[str, Any]) -> None:
+    async def enqueue(
+        self, job_type: JobType, record: JobRecord, parameters: dict[str, Any]
+    ) -> None:
         await self._pool.enqueue_job(
-            job_type.name, job_id, parameters, _job_id=job_id, _queue_name=self._queue_name
+            job_type.name,
+            record.id,
+            parameters,
+            record.created_at.isoformat(),
+            _job_id=record.id,
+            _queue_name=self._queue_name,
         )
+        await self._pool.publish(self._wakeup_channel, b"")

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Processes that run CPU-bound job code off the event loop.",
     )
+    worker_fallback_poll: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds an idle worker waits for a wake-up before it looks at the queue "
+        "anyway (the bound on a job's delay when a wake-up is lost).",
+    )
+    job_wait_max: float = Field(
+        default=60.0, ge=0, description="Longest `?wait` a client may ask of GET /jobs/{id}."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property

@@ -1,5 +1,8 @@
 """The HTTP api in the embedded (local) mode: one process, no Redis, jobs run in the api."""
 
+import json
+import time
+
 import httpx
 
 from shared.settings import Settings
@@ -168,3 +171,61 @@ async def test_health_reports_the_local_backend(local_client: httpx.AsyncClient)
     response = await local_client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "backend": "local", "redis": None}
+
+
+async def test_wait_returns_as_soon_as_the_job_finishes(local_client: httpx.AsyncClient) -> None:
+    job_id = (await local_client.post("/jobs/sleep", json={"seconds": 0.3})).json()["id"]
+    started = time.monotonic()
+    response = await local_client.get(f"/jobs/{job_id}", params={"wait": 30})
+    assert response.json()["status"] == "succeeded"
+    assert time.monotonic() - started < 15, "?wait held the request long after the job ended"
+
+
+async def test_wait_returns_the_current_record_when_it_times_out(
+    local_client: httpx.AsyncClient,
+) -> None:
+    job_id = (await local_client.post("/jobs/sleep", json={"seconds": 5})).json()["id"]
+    started = time.monotonic()
+    response = await local_client.get(f"/jobs/{job_id}", params={"wait": 0.3})
+    assert time.monotonic() - started >= 0.3
+    assert response.status_code == 200
+    assert response.json()["status"] in ("queued", "running")
+
+
+async def test_wait_on_an_unknown_job_is_404(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.get(f"/jobs/{'B' * 22}", params={"wait": 5})
+    assert response.status_code == 404
+
+
+async def test_event_stream_shows_progress_and_ends_with_the_final_record(
+    local_client: httpx.AsyncClient,
+) -> None:
+    job_id = (await local_client.post("/jobs/sleep", json={"seconds": 1.2})).json()["id"]
+    events = await read_event_stream(local_client, f"/jobs/{job_id}/events")
+    names = [name for name, _ in events]
+    assert names[-1] == "succeeded"
+    assert events[-1][1]["result"] == {"slept": 1.2}
+    progress = [record["progress"]["current"] for name, record in events if name == "running"]
+    assert len(progress) >= 2 and progress == sorted(progress)
+
+
+async def test_event_stream_of_an_unknown_job_is_404(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.get(f"/jobs/{'C' * 22}/events")
+    assert response.status_code == 404
+
+
+async def read_event_stream(
+    client: httpx.AsyncClient, path: str
+) -> list[tuple[str, dict[str, object]]]:
+    """The (event name, record) pairs of a server-sent event stream, read to its end."""
+    events: list[tuple[str, dict[str, object]]] = []
+    async with client.stream("GET", path) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    return events

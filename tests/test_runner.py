@@ -14,8 +14,9 @@ import pytest
 from shared.cache import create_cache
 from shared.catalog import EchoParameters, EchoResult, JobResult, JobType
 from shared.errors import RetryableJobError
+from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
-from shared.records import JobRecord, RecordStore
+from shared.records import JobRecord, RecordStore, utcnow
 from shared.settings import Settings
 from tests.conftest import eventually
 from worker.context import JobContext
@@ -73,7 +74,7 @@ IMPLEMENTATIONS = {
 @pytest.fixture
 async def records(namespace: str) -> AsyncIterator[RecordStore]:
     cache = create_cache(Settings(_env_file=None, cache_namespace=namespace))  # type: ignore[call-arg]
-    yield RecordStore(cache, default_ttl=60)
+    yield RecordStore(cache, default_ttl=60, events=MemoryJobEvents())
     await cache.close()
 
 
@@ -89,9 +90,10 @@ async def worker(records: RecordStore) -> AsyncIterator[EmbeddedWorker]:
 async def run_to_the_end(
     worker: EmbeddedWorker, records: RecordStore, job_type: JobType
 ) -> JobRecord:
-    job_id = new_job_id()
-    await records.put(JobRecord(id=job_id, name=job_type.name), 60)
-    await worker.enqueue(job_type, job_id, {"message": "hi"})
+    record = JobRecord(id=new_job_id(), name=job_type.name)
+    await records.put(record, 60)
+    await worker.enqueue(job_type, record, {"message": "hi"})
+    job_id = record.id
 
     async def finished() -> JobRecord | None:
         record = await records.get(job_id)
@@ -153,7 +155,9 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
     job_id = new_job_id()
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(records, IMPLEMENTATIONS, pool)
-        outcome = await runner.run(HOPELESS, job_id, {"message": "hi"}, attempt=3)
+        outcome = await runner.run(
+            HOPELESS, job_id, {"message": "hi"}, attempt=3, created_at=utcnow()
+        )
     assert outcome == Finished()
     record = await records.get(job_id)
     assert record is not None

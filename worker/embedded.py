@@ -6,14 +6,24 @@ default makes for needing no Redis.
 
 import asyncio
 import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from shared.catalog import JobType
+from shared.records import JobRecord
 from worker.runner import JobRunner, RetryLater
 
 logger = logging.getLogger(__name__)
 
-Delivery = tuple[JobType, str, dict[str, Any], int]
+
+@dataclass(frozen=True)
+class Delivery:
+    job_type: JobType
+    job_id: str
+    parameters: dict[str, Any]
+    created_at: datetime
+    attempt: int = 1
 
 
 class EmbeddedWorker:
@@ -26,8 +36,10 @@ class EmbeddedWorker:
         self._consumers: list[asyncio.Task[None]] = []
         self._retry_timers: set[asyncio.TimerHandle] = set()
 
-    async def enqueue(self, job_type: JobType, job_id: str, parameters: dict[str, Any]) -> None:
-        self._queue.put_nowait((job_type, job_id, parameters, 1))
+    async def enqueue(
+        self, job_type: JobType, record: JobRecord, parameters: dict[str, Any]
+    ) -> None:
+        self._queue.put_nowait(Delivery(job_type, record.id, parameters, record.created_at))
 
     def start(self) -> None:
         self._consumers = [
@@ -44,10 +56,16 @@ class EmbeddedWorker:
 
     async def _consume(self) -> None:
         while True:
-            job_type, job_id, parameters, attempt = await self._queue.get()
-            outcome = await self._runner.run(job_type, job_id, parameters, attempt)
+            delivery = await self._queue.get()
+            outcome = await self._runner.run(
+                delivery.job_type,
+                delivery.job_id,
+                delivery.parameters,
+                attempt=delivery.attempt,
+                created_at=delivery.created_at,
+            )
             if isinstance(outcome, RetryLater):
-                self._schedule_retry(outcome.delay, (job_type, job_id, parameters, attempt + 1))
+                self._schedule_retry(outcome.delay, replace(delivery, attempt=delivery.attempt + 1))
 
     def _schedule_retry(self, delay: float, delivery: Delivery) -> None:
         def deliver() -> None:

@@ -8,6 +8,7 @@ import logging.config
 import multiprocessing
 from collections.abc import ItemsView
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from arq import Retry
@@ -16,13 +17,16 @@ from arq.worker import Function, func
 from shared.cache import create_cache
 from shared.catalog import JOB_TYPES, JobType
 from shared.errors import ConfigurationError, StartupError
+from shared.keys import job_events_channel, wakeup_channel
 from shared.logs import log_config
 from shared.records import RecordStore
-from shared.redis_connection import arq_redis_settings, check_redis
+from shared.redis_connection import check_redis, redis_client, redis_client_options
+from shared.redis_events import RedisJobEvents
 from shared.redis_queue import job_deserializer, job_serializer
 from shared.settings import Settings, load_settings
 from worker.implementations import IMPLEMENTATIONS
 from worker.runner import JobRunner, RetryLater
+from worker.wakeable_pool import WakeablePool
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +38,17 @@ ARQ_TIMEOUT_MARGIN = 5.0
 def arq_function(job_type: JobType) -> Function:
     """The arq function that runs one job type through the runner."""
 
-    async def run(ctx: dict[str, Any], job_id: str, parameters: dict[str, Any]) -> None:
+    async def run(
+        ctx: dict[str, Any], job_id: str, parameters: dict[str, Any], created_at: str
+    ) -> None:
         runner: JobRunner = ctx["runner"]
-        outcome = await runner.run(job_type, job_id, parameters, ctx["job_try"])
+        outcome = await runner.run(
+            job_type,
+            job_id,
+            parameters,
+            attempt=ctx["job_try"],
+            created_at=datetime.fromisoformat(created_at),
+        )
         if isinstance(outcome, RetryLater):
             raise Retry(defer=outcome.delay)
 
@@ -60,11 +72,17 @@ def create_cpu_pool(size: int) -> ProcessPoolExecutor:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     logging.config.dictConfig(log_config(settings.log_level))
+    pool: WakeablePool = ctx["redis"]
+    await pool.listen_for_wakeups(wakeup_channel(settings.queue_name))
     cache = create_cache(settings)
+    events_client = redis_client(settings, settings.redis_cache_db)
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     ctx["cache"] = cache
+    ctx["events_client"] = events_client
     ctx["cpu_pool"] = cpu_pool
-    ctx["runner"] = JobRunner(RecordStore(cache, settings.cache_ttl), IMPLEMENTATIONS, cpu_pool)
+    events = RedisJobEvents(events_client, job_events_channel(settings.cache_namespace))
+    records = RecordStore(cache, settings.cache_ttl, events)
+    ctx["runner"] = JobRunner(records, IMPLEMENTATIONS, cpu_pool)
     logger.info(
         "worker ready: queue %s, %d job types, %d at once",
         settings.queue_name, len(JOB_TYPES), settings.worker_concurrency,
@@ -72,8 +90,11 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["redis"].stop_listening()
     if "cache" in ctx:
         await ctx["cache"].close()
+    if "events_client" in ctx:
+        await ctx["events_client"].aclose()
     if "cpu_pool" in ctx:
         ctx["cpu_pool"].shutdown(wait=False, cancel_futures=True)
 
@@ -82,8 +103,18 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     """Everything arq's Worker is built from, derived from one settings object."""
     return {
         "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
-        "redis_settings": arq_redis_settings(settings),
+        "redis_pool": WakeablePool(
+            queue_name=settings.queue_name,
+            fallback_poll=settings.worker_fallback_poll,
+            job_serializer=job_serializer,
+            job_deserializer=job_deserializer,
+            default_queue_name=settings.queue_name,
+            **redis_client_options(settings, settings.redis_queue_db),
+        ),
         "queue_name": settings.queue_name,
+        # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. This
+        # is how soon a worker that was busy with max_jobs jobs looks for the next one.
+        "poll_delay": 0.005,
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
         "max_jobs": settings.worker_concurrency,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -77,13 +78,23 @@ class JobRunner:
         self._cpu_pool = cpu_pool
 
     async def run(
-        self, job_type: JobType, job_id: str, parameters: Mapping[str, Any], attempt: int
+        self,
+        job_type: JobType,
+        job_id: str,
+        parameters: Mapping[str, Any],
+        *,
+        attempt: int,
+        created_at: datetime,
     ) -> Outcome:
         ttl = self._records.ttl_for(job_type.result_ttl)
-        record = await self._records.get(job_id) or JobRecord(
-            id=job_id, name=job_type.name, max_attempts=job_type.max_attempts
+        # Built from what the queue carries rather than read back: one Redis round trip less.
+        record = JobRecord(
+            id=job_id,
+            name=job_type.name,
+            max_attempts=job_type.max_attempts,
+            attempts=attempt,
+            created_at=created_at,
         )
-        record.attempts = attempt
         if attempt > job_type.max_attempts:
             # Only reachable when a worker died mid-attempt and arq delivered the job again.
             return await self._finish(

@@ -2,14 +2,18 @@
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 
-from api.deps import QueueDep, RecordsDep
+from api.deps import EventsDep, QueueDep, RecordsDep, SettingsDep
 from shared.catalog import JOB_TYPES, JobParameters, JobType
 from shared.errors import JobNotFoundError, UnknownJobTypeError
+from shared.events import JobWatch
 from shared.keys import is_job_id, new_job_id
 from shared.queue import JobQueue
 from shared.records import JobRecord, RecordStore
@@ -17,6 +21,8 @@ from shared.records import JobRecord, RecordStore
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+EVENT_STREAM_HEARTBEAT_SECONDS = 15.0
 
 
 async def submit(
@@ -29,9 +35,9 @@ async def submit(
 ) -> JobRecord:
     """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
     record = JobRecord(id=new_job_id(), name=job_type.name, max_attempts=job_type.max_attempts)
-    await records.put(record, records.ttl_for(job_type.result_ttl))
+    await records.put(record, records.ttl_for(job_type.result_ttl), announce=False)
     try:
-        await queue.enqueue(job_type, record.id, parameters.model_dump(mode="json"))
+        await queue.enqueue(job_type, record, parameters.model_dump(mode="json"))
     except BaseException:
         await records.delete(record.id)
         raise
@@ -80,6 +86,16 @@ async def submit_unknown(name: str) -> None:
     raise UnknownJobTypeError(name, sorted(JOB_TYPES))
 
 
+async def read_record(records: RecordStore, job_id: str) -> JobRecord:
+    record = await records.get(job_id) if is_job_id(job_id) else None
+    if record is None:
+        raise JobNotFoundError(job_id)
+    return record
+
+
+JobId = Annotated[str, Path(description="The id returned when the job was submitted.")]
+
+
 @router.get(
     "/{job_id}",
     name="get_job",
@@ -87,11 +103,85 @@ async def submit_unknown(name: str) -> None:
     responses={404: {"description": "No such job, or its record expired"}},
 )
 async def get_job(
-    job_id: Annotated[str, Path(description="The id returned when the job was submitted.")],
+    job_id: JobId,
     records: RecordsDep,
+    events: EventsDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            description="Seconds to hold the request until the job has finished "
+            "(capped by JOB_WAIT_MAX); the record is returned as it is when they pass.",
+        ),
+    ] = 0,
 ) -> JobRecord:
     """The job's record: status, result or error, attempts, times and progress."""
-    record = await records.get(job_id) if is_job_id(job_id) else None
-    if record is None:
-        raise JobNotFoundError(job_id)
+    if wait <= 0:
+        return await read_record(records, job_id)
+    deadline = time.monotonic() + min(wait, settings.job_wait_max)
+    # Watch before reading, so that an update between the read and the wait is not missed.
+    with events.watch(job_id) as updates:
+        record = await read_record(records, job_id)
+        while not record.status.finished:
+            update = await updates.next(deadline - time.monotonic())
+            if update is None:
+                # Time is up: answer with the record as stored, in case an event was lost.
+                return await read_record(records, job_id)
+            record = update
     return record
+
+
+def server_sent_event(record: JobRecord) -> bytes:
+    return format_sse_event(data_str=record.model_dump_json(), event=record.status.value)
+
+
+async def record_updates(
+    records: RecordStore, updates: JobWatch, record: JobRecord
+) -> AsyncIterator[bytes]:
+    """The stream's events: the record as it was read, then each change until it finishes."""
+    yield server_sent_event(record)
+    while not record.status.finished:
+        update = await updates.next(EVENT_STREAM_HEARTBEAT_SECONDS)
+        if update is None:
+            # Quiet for a while: re-read the record (covering a lost event) and keep the
+            # connection alive with a comment line.
+            update = await records.get(record.id)
+            if update is None:
+                return
+            if update == record:
+                yield KEEPALIVE_COMMENT
+                continue
+        record = update
+        yield server_sent_event(record)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Job records, each an event named by its status",
+            "content": {"text/event-stream": {}},
+        },
+        404: {"description": "No such job, or its record expired"},
+    },
+)
+async def job_events(job_id: JobId, records: RecordsDep, events: EventsDep) -> EventSourceResponse:
+    """Server-sent events: the record now, then each change of status or progress; the
+    stream ends after the finished record."""
+    # The watch opens before the first read and stays open for the stream's whole life.
+    watching = ExitStack()
+    updates = watching.enter_context(events.watch(job_id))
+    try:
+        record = await read_record(records, job_id)
+    except BaseException:
+        watching.close()
+        raise
+
+    async def stream() -> AsyncIterator[bytes]:
+        with watching:
+            async for event in record_updates(records, updates, record):
+                yield event
+
+    return EventSourceResponse(stream(), headers={"Cache-Control": "no-store"})

@@ -1,0 +1,74 @@
+"""Job events: every write of a job record is announced, so that clients can wait on a job
+(`?wait`, the event stream) without polling. The memory and Redis backends share the local
+fan-out below; shared/redis_events.py carries events between processes."""
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+from shared.records import JobRecord
+
+
+class JobWatch:
+    """The updates of one job's record, in the order they were published."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self._updates: asyncio.Queue[JobRecord] = asyncio.Queue()
+
+    def deliver(self, record: JobRecord) -> None:
+        self._updates.put_nowait(record)
+
+    async def next(self, within: float) -> JobRecord | None:
+        """The next update, or None when none came within `within` seconds."""
+        try:
+            async with asyncio.timeout(max(within, 0)):
+                return await self._updates.get()
+        except TimeoutError:
+            return None
+
+
+class JobEvents(Protocol):
+    async def publish(self, record: JobRecord) -> None:
+        """Announce a record that was just written."""
+        ...
+
+    def watch(self, job_id: str) -> AbstractContextManager[JobWatch]:
+        """Receive the updates of one job while the context is open."""
+        ...
+
+
+class LocalFanOut:
+    """Hands published records to the watches open in this process."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, set[JobWatch]] = {}
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[JobWatch]:
+        job_watch = JobWatch(job_id)
+        self._watches.setdefault(job_id, set()).add(job_watch)
+        try:
+            yield job_watch
+        finally:
+            watches = self._watches.get(job_id, set())
+            watches.discard(job_watch)
+            if not watches:
+                self._watches.pop(job_id, None)
+
+    def is_watched(self, job_id: str) -> bool:
+        return job_id in self._watches
+
+    def deliver(self, record: JobRecord) -> None:
+        for job_watch in self._watches.get(record.id, ()):
+            job_watch.deliver(record)
+
+
+class MemoryJobEvents(LocalFanOut):
+    """The local mode's events: publisher and watchers live in the same process."""
+
+    async def publish(self, record: JobRecord) -> None:
+        if self.is_watched(record.id):
+            # A copy: the runner goes on changing its record after publishing it.
+            self.deliver(record.model_copy(deep=True))

@@ -1,0 +1,33 @@
+"""The Redis backend of job events: records are published on one pub/sub channel per namespace,
+and each api process keeps one subscription that hands them to its local watches."""
+
+import redis.asyncio
+
+from shared.events import LocalFanOut
+from shared.records import JobRecord
+from shared.subscriptions import Subscription
+
+
+class RedisJobEvents(LocalFanOut):
+    """Publishes `<job id> <record JSON>`; only a process that watches that id parses it."""
+
+    def __init__(self, client: redis.asyncio.Redis, channel: str) -> None:
+        super().__init__()
+        self._client = client
+        self._channel = channel
+        self._subscription = Subscription(client, channel, self._dispatch)
+
+    async def publish(self, record: JobRecord) -> None:
+        await self._client.publish(self._channel, f"{record.id} {record.model_dump_json()}")
+
+    async def start_listening(self) -> None:
+        await self._subscription.start()
+
+    async def close(self) -> None:
+        await self._subscription.close()
+
+    def _dispatch(self, data: bytes) -> None:
+        job_id, _, payload = data.partition(b" ")
+        decoded_id = job_id.decode("ascii", "replace")
+        if self.is_watched(decoded_id):
+            self.deliver(JobRecord.model_validate_json(payload))

@@ -1,0 +1,59 @@
+"""A pub/sub channel read in the background that survives a lost connection; used for job
+events (api) and worker wake-ups (workers)."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis
+import redis.asyncio
+
+logger = logging.getLogger(__name__)
+
+# How long one read waits for a message; short, so the loop notices a dead connection.
+READ_TIMEOUT_SECONDS = 1.0
+RESUBSCRIBE_DELAY_SECONDS = 0.5
+
+
+class Subscription:
+    """Calls `on_message` with each message's data, in the order they arrive."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, channel: str, on_message: Callable[[bytes], None]
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._on_message = on_message
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Subscribe now, so that nothing published after this returns is missed."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._channel)
+        self._task = asyncio.create_task(self._read(pubsub), name=f"subscription {self._channel}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
+        try:
+            while True:
+                try:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=READ_TIMEOUT_SECONDS
+                    )
+                except (redis.RedisError, OSError) as error:
+                    # redis-py subscribes again when it reconnects on the next read.
+                    logger.warning("subscription to %s lost (%r)", self._channel, error)
+                    await asyncio.sleep(RESUBSCRIBE_DELAY_SECONDS)
+                    continue
+                if message is not None:
+                    self._on_message(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
