@@ -68,6 +68,8 @@ class RecordStore:
     async def put(self, record: JobRecord, ttl: int, *, announce: bool = True) -> None:
         """Write the record; `announce=False` for a job nobody can be watching yet."""
         await self._cache.set(job_record_key(record.id), record.model_dump(mode="json"), ttl=ttl)
+        # Announced only once stored: a client that starts watching after the announcement
+        # reads the record from the store and must find this version there.
         if announce:
             await self._events.publish(record)
 

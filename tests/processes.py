@@ -1,0 +1,298 @@
+"""Real redis-server, api and worker processes for end-to-end tests.
+
+The end-to-end tests run jobcache exactly as a user does (uvicorn and arq as separate
+processes, configured by environment variables), so this module starts them, waits until they
+answer (with a deadline, never a bare sleep) and stops them by pid whatever the test did, so
+that a failed test leaves no process behind.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TypeVar
+
+import httpx
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+WORKER_READY = "worker ready"
+"""What the worker logs once arq has started it and it is about to take jobs."""
+
+STARTUP_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `condition` until it returns something truthy and return that, or raise
+    TimeoutError after `timeout` seconds. An exception from `condition` ends the wait early."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not true after {timeout:g}s: {what or condition!r}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    """The test runner's environment without any jobcache setting it may carry (CACHE_*,
+    REDIS_*), plus the settings the test chose."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith(("CACHE_", "REDIS_"))
+    }
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment.update(settings)
+    return environment
+
+
+class ChildProcess:
+    """A started process whose stdout and stderr go to one log file."""
+
+    def __init__(self, name: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def fail_if_exited(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise RuntimeError(f"{self.name} exited with code {code} before it was ready")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, then SIGKILL if it is still running after `timeout` seconds."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait(timeout)
+
+
+def start(
+    name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path
+) -> ChildProcess:
+    """Start `command` from the repository root with exactly `environment`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(command),
+            cwd=REPO_ROOT,
+            env=dict(environment),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ChildProcess(name, process, log_path)
+
+
+@contextmanager
+def running(
+    name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path
+) -> Iterator[ChildProcess]:
+    """A started process, stopped on exit."""
+    child = start(name, command, environment, log_path)
+    try:
+        yield child
+    except BaseException as error:
+        # A failing test shows what the process said, not only what the test saw.
+        error.add_note(f"--- {name} output ({log_path}), last lines:\n{child.output()[-4000:]}")
+        raise
+    finally:
+        child.stop()
+
+
+@dataclass(frozen=True)
+class Exited:
+    """How a process that was expected to stop on its own ended."""
+
+    code: int
+    output: str
+    seconds: float
+
+
+def run_until_exit(
+    name: str,
+    command: Sequence[str],
+    environment: Mapping[str, str],
+    log_path: Path,
+    timeout: float = STARTUP_TIMEOUT,
+) -> Exited:
+    """Run a process that should exit by itself; kill it and raise if it is still running
+    after `timeout` seconds."""
+    started = time.monotonic()
+    with running(name, command, environment, log_path) as child:
+        try:
+            code = child.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{name} still runs after {timeout:g}s") from None
+        seconds = time.monotonic() - started
+    return Exited(code, child.output(), seconds)
+
+
+def api_command(port: int) -> list[str]:
+    return [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def worker_command() -> list[str]:
+    return [str(BIN / "arq"), "worker.main.WorkerSettings"]
+
+
+class Api(ChildProcess):
+    """A running api process and the address it serves."""
+
+    def __init__(self, child: ChildProcess, port: int) -> None:
+        super().__init__(child.name, child.process, child.log_path)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def answers_health(self) -> bool:
+        self.fail_if_exited()
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+@contextmanager
+def api(
+    environment: Mapping[str, str], log_path: Path, timeout: float = STARTUP_TIMEOUT
+) -> Iterator[Api]:
+    """`uvicorn api.main:app` on a free port, yielded once GET /health answers 200."""
+    port = free_port()
+    with running("api", api_command(port), environment, log_path) as child:
+        served = Api(child, port)
+        wait_for(served.answers_health, timeout, what=f"api answers {served.url}/health")
+        yield served
+
+
+class Worker(ChildProcess):
+    """A running `arq worker.main.WorkerSettings` process."""
+
+    def is_ready(self) -> bool:
+        self.fail_if_exited()
+        return WORKER_READY in self.output()
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        wait_for(self.is_ready, timeout, what=f"{self.name} logs {WORKER_READY!r}")
+
+
+@contextmanager
+def worker(
+    environment: Mapping[str, str], log_path: Path, *, name: str = "worker", wait_ready: bool = True
+) -> Iterator[Worker]:
+    """An arq worker; with `wait_ready=False` it is yielded as soon as it is started, so that
+    several can start at once (call `wait_ready()` on each)."""
+    with running(name, worker_command(), environment, log_path) as child:
+        started = Worker(child.name, child.process, child.log_path)
+        if wait_ready:
+            started.wait_ready()
+        yield started
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A private redis-server; `settings` are the jobcache variables that reach it."""
+
+    host: str
+    port: int
+    password: str | None
+    process: subprocess.Popen[bytes]
+
+    @property
+    def settings(self) -> dict[str, str]:
+        settings = {"REDIS_HOST": self.host, "REDIS_PORT": str(self.port)}
+        if self.password is not None:
+            settings["REDIS_PASSWORD"] = self.password
+        return settings
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(
+            host=self.host, port=self.port, db=db, password=self.password, decode_responses=True
+        )
+
+
+def _answers_ping(server: RedisServer, log: IO[bytes]) -> bool:
+    if server.process.poll() is not None:
+        log.seek(0)
+        raise RuntimeError(f"redis-server exited at start:\n{log.read().decode(errors='replace')}")
+    client = server.client()
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+@contextmanager
+def redis_server(password: str | None = None, appendonly: bool = False) -> Iterator[RedisServer]:
+    """A redis-server of its own on a free port and in its own temporary directory, without
+    snapshots; stopped by pid on exit."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed; the process tests need it")
+    with tempfile.TemporaryDirectory(prefix="jobcache-redis-") as directory:
+        port = free_port()
+        command = [
+            executable,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", directory,
+            "--save", "",
+            "--appendonly", "yes" if appendonly else "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if password is not None:
+            command += ["--requirepass", password]
+        with (Path(directory) / "redis.log").open("w+b") as log:
+            process = subprocess.Popen(
+                command, cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+            server = RedisServer("127.0.0.1", port, password, process)
+            try:
+                wait_for(
+                    lambda: _answers_ping(server, log),
+                    STARTUP_TIMEOUT,
+                    what=f"redis-server answers on port {port}",
+                )
+                yield server
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(STOP_TIMEOUT)

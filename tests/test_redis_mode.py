@@ -1,0 +1,345 @@
+"""The redis mode end to end: a real api and real workers, driven over HTTP, on a real Redis.
+
+Each test runs under a namespace of its own (`test-<hex>`), so it only ever sees, and at the
+end deletes, the keys it created; several runs can share one Redis.
+"""
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.processes import Api, Worker, api, child_environment, wait_for, worker
+
+pytestmark = pytest.mark.processes
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+QUEUE_DB = 0
+CACHE_DB = 1
+ARQ_KEY_PREFIXES = ("arq:job:", "arq:in-progress:", "arq:retry:", "arq:result:")
+FINISHED = ("succeeded", "failed")
+
+
+@dataclass
+class Deployment:
+    """One deployment (api and workers) under its own namespace on the shared Redis, and the
+    jobs submitted to it."""
+
+    name: str
+    logs: Path
+    job_ids: list[str] = field(default_factory=list)
+
+    def environment(self, **settings: str) -> dict[str, str]:
+        return child_environment(
+            {
+                "CACHE_BACKEND": "redis",
+                "REDIS_HOST": REDIS_HOST,
+                "REDIS_PORT": str(REDIS_PORT),
+                "CACHE_NAMESPACE": self.name,
+                "CPU_WORKERS": "1",
+                "LOG_LEVEL": "INFO",
+                **settings,
+            }
+        )
+
+    def submit(self, client: httpx.Client, job_name: str, parameters: dict[str, Any]) -> str:
+        response = client.post(f"/jobs/{job_name}", json=parameters)
+        assert response.status_code == 202, response.text
+        record = response.json()
+        self.job_ids.append(record["id"])
+        assert record["status"] == "queued"
+        assert record["name"] == job_name
+        assert response.headers["location"] == f"/jobs/{record['id']}"
+        return str(record["id"])
+
+
+def redis_client(db: int) -> redis.Redis:
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, decode_responses=True)
+
+
+def keys_matching(db: int, pattern: str) -> list[str]:
+    client = redis_client(db)
+    try:
+        return sorted(client.scan_iter(match=pattern, count=1000))
+    finally:
+        client.close()
+
+
+def delete_what_deployment_created(deployment: Deployment) -> None:
+    for db in (QUEUE_DB, CACHE_DB):
+        client = redis_client(db)
+        try:
+            owned = list(client.scan_iter(match=f"{deployment.name}:*", count=1000))
+            if owned:
+                client.delete(*owned)
+        finally:
+            client.close()
+    client = redis_client(QUEUE_DB)
+    try:
+        arq_keys = [prefix + job_id for job_id in deployment.job_ids for prefix in ARQ_KEY_PREFIXES]
+        if arq_keys:
+            client.delete(*arq_keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def new_deployment(tmp_path: Path) -> Iterator[Any]:
+    """Makes deployments, each under a namespace of its own; afterwards deletes their keys and
+    arq's keys of their jobs."""
+    with redis_client(QUEUE_DB) as client:
+        try:
+            client.ping()
+        except redis.ConnectionError as error:
+            pytest.fail(f"these tests need Redis at {REDIS_HOST}:{REDIS_PORT}: {error}")
+    created: list[Deployment] = []
+
+    def make() -> Deployment:
+        name = f"test-{uuid.uuid4().hex}"
+        deployment = Deployment(name, tmp_path / name)
+        created.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in created:
+        delete_what_deployment_created(deployment)
+
+
+@pytest.fixture
+def deployment(new_deployment: Any) -> Deployment:
+    made: Deployment = new_deployment()
+    return made
+
+
+def get_record(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def wait_finished(client: httpx.Client, job_id: str, timeout: float = 15) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        record = get_record(client, job_id)
+        return record if record["status"] in FINISHED else None
+
+    return wait_for(finished, timeout, what=f"job {job_id} finishes")
+
+
+def started_lines(log: str, job_id: str) -> list[str]:
+    return re.findall(rf"job {re.escape(job_id)} \(\w+\) started, attempt \d+", log)
+
+
+def start_all(stack: ExitStack, deployment: Deployment, workers: int, **settings: str) -> Api:
+    """An api and `workers` workers of one deployment, started at the same time."""
+    environment = deployment.environment(**settings)
+    started: list[Worker] = [
+        stack.enter_context(
+            worker(
+                environment,
+                deployment.logs / f"worker-{number}.log",
+                name=f"worker-{number}",
+                wait_ready=False,
+            )
+        )
+        for number in range(workers)
+    ]
+    served = stack.enter_context(api(environment, deployment.logs / "api.log"))
+    for each in started:
+        each.wait_ready()
+    return served
+
+
+def test_every_job_type_runs_end_to_end(deployment: Deployment) -> None:
+    with ExitStack() as stack:
+        served = start_all(stack, deployment, workers=1)
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=5))
+
+        message = "héllo, wörld ✓ — 42"
+        echo = deployment.submit(client, "echo", {"message": message})
+        text = "The cat and the hat\nthe end"
+        stats = deployment.submit(client, "text_stats", {"text": text, "top": 2})
+        primes = deployment.submit(client, "primes", {"limit": 100})
+        fail = deployment.submit(client, "fail", {"message": "the disk is on fire"})
+        sleep = deployment.submit(client, "sleep", {"seconds": 1.5})
+
+        def running_with_progress() -> dict[str, Any] | None:
+            record = get_record(client, sleep)
+            progress = record["progress"]
+            if record["status"] == "running" and progress and progress["current"] > 0:
+                return record
+            assert record["status"] in ("queued", "running"), record
+            return None
+
+        running = wait_for(running_with_progress, 10, what="sleep job reports progress")
+        assert running["finished_at"] is None
+        assert running["started_at"] is not None
+        assert running["progress"]["total"] == 1.5
+        assert 0 < running["progress"]["current"] < 1.5
+
+        record = wait_finished(client, echo)
+        assert (record["status"], record["result"], record["error"]) == (
+            "succeeded",
+            {"message": message},
+            None,
+        )
+        assert record["attempts"] == 1
+
+        record = wait_finished(client, stats)
+        assert record["status"] == "succeeded", record
+        assert record["result"] == {
+            "characters": len(text),
+            "words": 7,
+            "lines": 2,
+            "unique_words": 5,
+            "most_common": [{"word": "the", "count": 3}, {"word": "cat", "count": 1}],
+        }
+
+        record = wait_finished(client, primes)
+        assert record["status"] == "succeeded", record
+        assert record["result"] == {"limit": 100, "count": 25, "largest": 97}
+
+        record = wait_finished(client, fail)
+        assert record["status"] == "failed"
+        assert record["error"] == "the disk is on fire"
+        assert record["result"] is None
+        assert record["attempts"] == 1
+        assert record["finished_at"] is not None
+
+        record = wait_finished(client, sleep)
+        assert record["status"] == "succeeded", record
+        assert record["result"] == {"slept": 1.5}
+        assert record["progress"]["current"] == 1.5
+
+
+def test_two_workers_share_one_queue_and_run_each_job_once(deployment: Deployment) -> None:
+    with ExitStack() as stack:
+        served = start_all(stack, deployment, workers=2, WORKER_CONCURRENCY="2")
+        workers = [deployment.logs / "worker-0.log", deployment.logs / "worker-1.log"]
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=5))
+
+        job_ids = [
+            deployment.submit(client, "sleep", {"seconds": 0.1})
+            if number % 3 == 0
+            else deployment.submit(client, "echo", {"message": f"job {number}"})
+            for number in range(60)
+        ]
+        deadline = time.monotonic() + 30
+        for job_id in job_ids:
+            record = wait_finished(client, job_id, timeout=max(1, deadline - time.monotonic()))
+            assert record["status"] == "succeeded", record
+            assert record["attempts"] == 1, record
+
+        logs = [path.read_text() for path in workers]
+        for job_id in job_ids:
+            starts = [len(started_lines(log, job_id)) for log in logs]
+            assert sorted(starts) == [0, 1], f"job {job_id} started {starts} times per worker"
+        ran = [sum(1 for job_id in job_ids if started_lines(log, job_id)) for log in logs]
+        assert min(ran) >= 1, f"jobs run per worker: {ran}"
+
+
+def test_record_is_readable_json_under_namespace_with_ttl(deployment: Deployment) -> None:
+    cache_ttl = 30
+    with ExitStack() as stack:
+        served = start_all(stack, deployment, workers=1, CACHE_TTL=str(cache_ttl))
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=5))
+        job_id = deployment.submit(client, "echo", {"message": "stored as JSON"})
+        wait_finished(client, job_id)
+
+        key = f"{deployment.name}:job:{job_id}"
+        assert keys_matching(CACHE_DB, f"*{job_id}*") == [key]
+        cache = stack.enter_context(redis_client(CACHE_DB))
+        stored = json.loads(cache.get(key) or "null")
+        assert stored["id"] == job_id
+        assert stored["status"] == "succeeded"
+        assert stored["result"] == {"message": "stored as JSON"}
+        assert 0 < cache.ttl(key) <= cache_ttl
+
+
+def test_queued_job_is_json_not_pickle(deployment: Deployment) -> None:
+    with ExitStack() as stack:
+        served = stack.enter_context(api(deployment.environment(), deployment.logs / "api.log"))
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=5))
+        job_id = deployment.submit(client, "echo", {"message": "waits in the queue"})
+
+        queue = stack.enter_context(
+            redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=QUEUE_DB, decode_responses=False)
+        )
+        assert queue.zscore(f"{deployment.name}:queue", job_id) is not None
+        stored = queue.get(f"arq:job:{job_id}")
+        assert stored is not None
+        assert not stored.startswith(b"\x80"), f"the queued job is pickled: {stored[:40]!r}"
+        envelope = json.loads(stored)
+        assert envelope["f"] == "echo"
+        assert envelope["a"][0] == job_id
+        assert {"message": "waits in the queue"} in envelope["a"]
+        cache = stack.enter_context(redis_client(CACHE_DB))
+        assert json.loads(cache.get(f"{deployment.name}:job:{job_id}") or "null")["status"] == (
+            "queued"
+        )
+
+
+def test_finished_job_is_gone_after_cache_ttl(deployment: Deployment) -> None:
+    with ExitStack() as stack:
+        served = start_all(stack, deployment, workers=1, CACHE_TTL="2")
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=5))
+        job_id = deployment.submit(client, "echo", {"message": "short-lived"})
+        assert wait_finished(client, job_id)["status"] == "succeeded"
+        finished = time.monotonic()
+
+        wait_for(
+            lambda: client.get(f"/jobs/{job_id}").status_code == 404,
+            timeout=8,
+            interval=0.1,
+            what="record expires",
+        )
+        assert time.monotonic() - finished > 0.5, "the record vanished before its TTL"
+        assert "expired" in client.get(f"/jobs/{job_id}").json()["detail"]
+        assert keys_matching(CACHE_DB, f"*{job_id}*") == []
+
+
+def test_namespaces_keep_deployments_apart(new_deployment: Any) -> None:
+    first: Deployment = new_deployment()
+    second: Deployment = new_deployment()
+    with ExitStack() as stack:
+        apis = {}
+        for deployment in (first, second):
+            served = start_all(stack, deployment, workers=1)
+            apis[deployment.name] = stack.enter_context(
+                httpx.Client(base_url=served.url, timeout=5)
+            )
+        own = {
+            deployment.name: deployment.submit(apis[deployment.name], "echo", {"message": "mine"})
+            for deployment in (first, second)
+        }
+        for deployment in (first, second):
+            record = wait_finished(apis[deployment.name], own[deployment.name])
+            assert record["status"] == "succeeded", record
+
+        assert apis[second.name].get(f"/jobs/{own[first.name]}").status_code == 404
+        assert apis[first.name].get(f"/jobs/{own[second.name]}").status_code == 404
+        for deployment in (first, second):
+            job_id = own[deployment.name]
+            for db in (QUEUE_DB, CACHE_DB):
+                for key in keys_matching(db, f"*{job_id}*"):
+                    assert key.startswith(f"{deployment.name}:"), f"db {db}: {key}"
+            assert keys_matching(CACHE_DB, f"{deployment.name}:*") == [
+                f"{deployment.name}:job:{job_id}"
+            ]
+            assert keys_matching(QUEUE_DB, f"{deployment.name}:*") == [
+                f"{deployment.name}:queue:health-check"
+            ]
+            worker_log = (deployment.logs / "worker-0.log").read_text()
+            other = own[second.name if deployment is first else first.name]
+            assert started_lines(worker_log, job_id)
+            assert not started_lines(worker_log, other)
