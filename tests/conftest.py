@@ -3,16 +3,26 @@
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from asgi_lifespan import LifespanManager
 
 from api.main import create_app
 from shared.settings import Settings
+from tests.deployments import (
+    QUEUE_DB,
+    REDIS_HOST,
+    REDIS_PORT,
+    Deployment,
+    delete_what_deployment_created,
+    redis_client,
+)
 
 
 @pytest.fixture
@@ -77,3 +87,31 @@ async def finished_record(
 
     result: dict[str, Any] = await eventually(check, within)
     return result
+
+
+@pytest.fixture
+def new_deployment(tmp_path: Path) -> Iterator[Any]:
+    """Makes deployments, each under a namespace of its own; afterwards deletes their keys and
+    arq's keys of their jobs."""
+    with redis_client(QUEUE_DB) as client:
+        try:
+            client.ping()
+        except redis.ConnectionError as error:
+            pytest.fail(f"these tests need Redis at {REDIS_HOST}:{REDIS_PORT}: {error}")
+    created: list[Deployment] = []
+
+    def make() -> Deployment:
+        name = f"test-{uuid.uuid4().hex}"
+        deployment = Deployment(name, tmp_path / name)
+        created.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in created:
+        delete_what_deployment_created(deployment)
+
+
+@pytest.fixture
+def deployment(new_deployment: Any) -> Deployment:
+    made: Deployment = new_deployment()
+    return made
