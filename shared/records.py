@@ -49,6 +49,11 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
 
 
+# arq drops a job that has not started within a day of being queued (its expires_extra_ms);
+# until then the job may still run, so its record must stay.
+UNFINISHED_RECORD_TTL = 24 * 60 * 60
+
+
 class RecordPublisher(Protocol):
     async def publish(self, record: "JobRecord") -> None: ...
 
@@ -65,8 +70,13 @@ class RecordStore:
     def ttl_for(self, result_ttl: int | None) -> int:
         return self._default_ttl if result_ttl is None else result_ttl
 
-    async def put(self, record: JobRecord, ttl: int, *, announce: bool = True) -> None:
-        """Write the record; `announce=False` for a job nobody can be watching yet."""
+    async def put(self, record: JobRecord, result_ttl: int, *, announce: bool = True) -> None:
+        """Write the record; `announce=False` for a job nobody can be watching yet.
+
+        A finished job's record is kept `result_ttl` seconds; an unfinished one as long as the
+        job may still run, so that a long queue or a long job never loses its record.
+        """
+        ttl = result_ttl if record.status.finished else max(result_ttl, UNFINISHED_RECORD_TTL)
         await self._cache.set(job_record_key(record.id), record.model_dump(mode="json"), ttl=ttl)
         # Announced only once stored: a client that starts watching after the announcement
         # reads the record from the store and must find this version there.

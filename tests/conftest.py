@@ -30,14 +30,14 @@ def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
+def settings_for_test(**values: Any) -> Settings:
+    """Settings from these values and defaults only: no environment file is read."""
+    return Settings(_env_file=None, **values)
+
+
 @pytest.fixture
 def local_settings(namespace: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        cache_backend="local",
-        cache_namespace=namespace,
-        cpu_workers=1,
-    )
+    return settings_for_test(cache_backend="local", cache_namespace=namespace, cpu_workers=1)
 
 
 @pytest.fixture

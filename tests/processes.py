@@ -66,6 +66,7 @@ def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
         if not name.upper().startswith(("CACHE_", "REDIS_"))
     }
     environment["PYTHONUNBUFFERED"] = "1"
+    environment["JOBCACHE_ENV_FILE"] = ""  # a developer's .env must not leak into the test
     environment.update(settings)
     return environment
 

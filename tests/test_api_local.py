@@ -5,8 +5,7 @@ import time
 
 import httpx
 
-from shared.settings import Settings
-from tests.conftest import client_for, eventually, finished_record
+from tests.conftest import client_for, eventually, finished_record, settings_for_test
 
 JSON = {"Content-Type": "application/json"}
 
@@ -137,8 +136,7 @@ async def test_unknown_or_malformed_job_id_is_404(local_client: httpx.AsyncClien
 
 
 async def test_record_expires_after_its_ttl(namespace: str) -> None:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+    settings = settings_for_test(
         cache_backend="local",
         cache_namespace=namespace,
         cache_ttl=1,
@@ -152,6 +150,21 @@ async def test_record_expires_after_its_ttl(namespace: str) -> None:
             return (await client.get(f"/jobs/{job_id}")).status_code == 404
 
         await eventually(gone, within=5)
+
+
+async def test_unfinished_job_keeps_its_record_past_the_ttl(namespace: str) -> None:
+    """CACHE_TTL counts from the end of the job: a job running longer keeps its record."""
+    settings = settings_for_test(
+        cache_backend="local",
+        cache_namespace=namespace,
+        cache_ttl=1,
+        cpu_workers=1,
+    )
+    async with client_for(settings) as client:
+        job_id = (await client.post("/jobs/sleep", json={"seconds": 2.5})).json()["id"]
+        record = (await client.get(f"/jobs/{job_id}", params={"wait": 1.8})).json()
+        assert record["status"] == "running"
+        assert (await finished_record(client, job_id))["status"] == "succeeded"
 
 
 async def test_cached_endpoint_serves_the_second_request_from_the_cache(

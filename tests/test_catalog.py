@@ -3,7 +3,7 @@
 from api.main import create_app
 from shared.catalog import JOB_TYPES
 from shared.keys import is_job_id, new_job_id
-from shared.settings import Settings
+from tests.conftest import settings_for_test
 from worker.implementations import IMPLEMENTATIONS
 from worker.main import WorkerSettings, worker_options
 
@@ -13,7 +13,7 @@ def test_every_declared_job_type_has_an_implementation_and_no_other() -> None:
 
 
 def test_worker_registers_one_arq_function_per_job_type_with_its_timeout() -> None:
-    options = worker_options(Settings(_env_file=None, cache_backend="redis"))  # type: ignore[call-arg]
+    options = worker_options(settings_for_test(cache_backend="redis"))
     functions = {function.name: function for function in options["functions"]}
     assert set(functions) == set(JOB_TYPES)
     for name, job_type in JOB_TYPES.items():

@@ -12,7 +12,7 @@ import pytest
 
 from shared.keys import new_job_id
 from shared.redis_queue import open_arq_pool
-from shared.settings import Settings
+from tests.conftest import settings_for_test
 from tests.deployments import REDIS_PORT, Deployment, start_all, wait_finished
 from tests.processes import api, wait_for
 
@@ -34,8 +34,7 @@ def test_idle_worker_picks_up_a_new_job_at_once(deployment: Deployment) -> None:
 
 async def enqueue_without_wakeup(deployment: Deployment, job_id: str) -> None:
     """Queue a job the way arq itself does, publishing no wake-up: a lost signal."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+    settings = settings_for_test(
         cache_backend="redis",
         redis_port=REDIS_PORT,
         cache_namespace=deployment.name,

@@ -17,8 +17,7 @@ from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
 from shared.records import JobRecord, RecordStore, utcnow
-from shared.settings import Settings
-from tests.conftest import eventually
+from tests.conftest import eventually, settings_for_test
 from worker.context import JobContext
 from worker.embedded import EmbeddedWorker
 from worker.runner import Finished, JobRunner
@@ -73,7 +72,7 @@ IMPLEMENTATIONS = {
 
 @pytest.fixture
 async def records(namespace: str) -> AsyncIterator[RecordStore]:
-    cache = create_cache(Settings(_env_file=None, cache_namespace=namespace))  # type: ignore[call-arg]
+    cache = create_cache(settings_for_test(cache_namespace=namespace))
     yield RecordStore(cache, default_ttl=60, events=MemoryJobEvents())
     await cache.close()
 
