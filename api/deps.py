@@ -5,6 +5,7 @@ from typing import Annotated
 from aiocache.base import BaseCache
 from fastapi import Depends, Request
 
+from api.response_cache import ResponseCache
 from api.services import Services
 from shared.events import JobEvents
 from shared.queue import JobQueue
@@ -40,8 +41,13 @@ def get_events(services: ServicesDep) -> JobEvents:
     return services.events
 
 
+def get_response_cache(services: ServicesDep) -> ResponseCache:
+    return services.response_cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CacheDep = Annotated[BaseCache, Depends(get_cache)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
+ResponseCacheDep = Annotated[ResponseCache, Depends(get_response_cache)]

@@ -12,6 +12,7 @@ import redis
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.response_cache.factory import open_response_cache
 from api.routes import cached, health, jobs
 from api.services import Services
 from shared.cache import create_cache
@@ -48,13 +49,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             )
             try:
                 await cache.raw("ping")
+            except (redis.RedisError, OSError, TimeoutError) as error:
+                raise explain_redis_error(error, settings, cache=True) from None
+            try:
                 await redis_events.start_listening()
             except (redis.RedisError, OSError, TimeoutError) as error:
                 raise explain_redis_error(error, settings) from None
             stack.push_async_callback(redis_events.close)
             records = RecordStore(cache, settings.cache_ttl, redis_events)
             queue = RedisQueue(pool, settings.queue_name)
-            yield Services(settings, cache, records, redis_events, queue, pool)
+            response_cache = await stack.enter_async_context(open_response_cache(settings))
+            yield Services(settings, cache, records, redis_events, queue, pool, response_cache)
             return
         memory_events = MemoryJobEvents()
         records = RecordStore(cache, settings.cache_ttl, memory_events)
@@ -65,7 +70,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         embedded.start()
         stack.push_async_callback(embedded.close)
-        yield Services(settings, cache, records, memory_events, embedded, None)
+        response_cache = await stack.enter_async_context(open_response_cache(settings))
+        yield Services(settings, cache, records, memory_events, embedded, None, response_cache)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,10 +1,12 @@
-"""What the api holds open for its lifetime: cache, record store, queue and Redis pool."""
+"""What the api holds open for its lifetime: cache, record store, queue, Redis pool and the
+response cache."""
 
 from dataclasses import dataclass
 
 from aiocache.base import BaseCache
 from arq.connections import ArqRedis
 
+from api.response_cache import ResponseCache
 from shared.events import JobEvents
 from shared.queue import JobQueue
 from shared.records import RecordStore
@@ -22,3 +24,5 @@ class Services:
     queue: JobQueue
     redis: ArqRedis | None
     """The queue's Redis in the redis mode; None in the local mode."""
+    response_cache: ResponseCache
+    """Cached endpoints' responses (api/response_cache), on the cache's Redis or in memory."""

@@ -1,6 +1,7 @@
 """The one place that picks the cache backend (Redis or in-memory) from the settings."""
 
-from typing import assert_never
+from collections.abc import Mapping
+from typing import Any, assert_never
 
 from aiocache import Cache
 from aiocache.base import BaseCache
@@ -15,10 +16,19 @@ def _build_key(key: str, namespace: str | None = None) -> str:
     return key if not namespace else namespaced(namespace, key)
 
 
-def create_cache(settings: Settings, namespace: str | None = None) -> BaseCache:
-    """A namespaced cache with a TTL; both backends store JSON so they behave the same."""
+def create_cache(
+    settings: Settings,
+    namespace: str | None = None,
+    *,
+    connection_options: Mapping[str, Any] | None = None,
+) -> BaseCache:
+    """A namespaced cache with a TTL; both backends store JSON so they behave the same.
+
+    `connection_options` go to the Redis connections; a worker passes a retry policy there,
+    and then each call waits as long as the policy retries instead of aiocache's 5 s.
+    """
     namespace = namespace or settings.cache_namespace
-    common = {
+    common: dict[str, Any] = {
         "ttl": settings.cache_ttl,
         "namespace": namespace,
         "serializer": JsonSerializer(),
@@ -26,18 +36,20 @@ def create_cache(settings: Settings, namespace: str | None = None) -> BaseCache:
     }
     backend = settings.cache_backend
     if backend == "redis":
-        password = settings.redis_password
+        server = settings.cache_redis
         return Cache(
             Cache.REDIS,
-            endpoint=settings.redis_host,
-            port=settings.redis_port,
-            password=password.get_secret_value() if password else None,
-            db=settings.redis_cache_db,
+            endpoint=server.host,
+            port=server.port,
+            password=server.password.get_secret_value() if server.password else None,
+            db=server.db,
             create_connection_timeout=settings.redis_connect_timeout,
             connection_pool_kwargs={
                 "socket_timeout": settings.redis_connect_timeout,
                 "health_check_interval": 30,
+                **(connection_options or {}),
             },
+            timeout=None if connection_options else 5,
             **common,
         )
     if backend == "local":

@@ -8,7 +8,7 @@ import redis.asyncio
 from arq.connections import RedisSettings
 
 from shared.errors import StartupError
-from shared.settings import Settings
+from shared.settings import RedisAddress, Settings
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
@@ -24,17 +24,25 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
     )
 
 
-def explain_redis_error(error: BaseException, settings: Settings) -> StartupError:
-    """A message that says what went wrong and which setting to check; never the password."""
-    where = f"Redis at {settings.redis_host}:{settings.redis_port}"
+def explain_redis_error(
+    error: BaseException, settings: Settings, *, cache: bool = False
+) -> StartupError:
+    """A message that says what went wrong and which setting to check; never the password.
+    `cache` says the error came from the cache's Redis, which CACHE_REDIS_* may name."""
+    server = settings.cache_redis if cache else settings.queue_redis
+    where = f"Redis at {server.host}:{server.port}"
+    own_address = cache and (settings.cache_redis_host or settings.cache_redis_port)
+    address = "CACHE_REDIS_HOST/CACHE_REDIS_PORT" if own_address else "REDIS_HOST/REDIS_PORT"
+    own_password = cache and settings.cache_redis_password
+    password = "CACHE_REDIS_PASSWORD" if own_password else "REDIS_PASSWORD"
     if isinstance(error, redis.AuthenticationError) or "AUTH" in str(error).upper():
         return StartupError(
-            f"{where} refused the credentials: check REDIS_PASSWORD ({type(error).__name__})"
+            f"{where} refused the credentials: check {password} ({type(error).__name__})"
         )
     if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError | TimeoutError):
         return StartupError(
             f"cannot reach {where} within {settings.redis_connect_timeout:g}s: check that "
-            f"Redis runs there and REDIS_HOST/REDIS_PORT ({type(error).__name__})"
+            f"Redis runs there and {address} ({type(error).__name__})"
         )
     return StartupError(f"{where} answered with an error: {error}")
 
@@ -52,14 +60,28 @@ def redis_client_options(settings: Settings, db: int) -> dict[str, Any]:
     }
 
 
+def address_options(address: RedisAddress, settings: Settings) -> dict[str, Any]:
+    """Client options for one Redis server and database (the queue's or the cache's)."""
+    password = address.password
+    return {
+        "host": address.host,
+        "port": address.port,
+        "db": address.db,
+        "password": password.get_secret_value() if password else None,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "socket_timeout": settings.redis_connect_timeout,
+        "retry_on_timeout": False,
+    }
+
+
 def check_redis(settings: Settings) -> None:
     """Ping the queue and cache databases or raise a StartupError (for sync entry points)."""
-    for db in {settings.redis_queue_db, settings.redis_cache_db}:
-        client = redis.Redis(**redis_client_options(settings, db))
+    for address, cache in ((settings.queue_redis, False), (settings.cache_redis, True)):
+        client = redis.Redis(**address_options(address, settings))
         try:
             client.ping()
         except redis.RedisError as error:
-            raise explain_redis_error(error, settings) from None
+            raise explain_redis_error(error, settings, cache=cache) from None
         finally:
             client.close()
 
@@ -67,6 +89,11 @@ def check_redis(settings: Settings) -> None:
 def redis_client(settings: Settings, db: int) -> redis.asyncio.Redis:
     """An asyncio client of one database of the configured Redis (no I/O until first used)."""
     return redis.asyncio.Redis(**redis_client_options(settings, db))
+
+
+def cache_redis_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
+    """An asyncio client of the cache's Redis (no I/O until first used)."""
+    return redis.asyncio.Redis(**address_options(settings.cache_redis, settings), **extra)
 
 
 async def ping(client: redis.asyncio.Redis, settings: Settings) -> None:

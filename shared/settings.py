@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
@@ -10,6 +11,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import ConfigurationError
 
 CacheBackend = Literal["local", "redis"]
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """One Redis server and database: the queue's or the cache's."""
+
+    host: str
+    port: int
+    password: SecretStr | None
+    db: int
 
 
 class Settings(BaseSettings):
@@ -27,6 +38,15 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     redis_queue_db: int = Field(default=0, ge=0, description="Redis database of the arq queue.")
     redis_cache_db: int = Field(default=1, ge=0, description="Redis database of the cache.")
+    cache_redis_host: str | None = Field(
+        default=None, description="Host of the cache's Redis, if not the queue's (REDIS_HOST)."
+    )
+    cache_redis_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the cache's Redis; default REDIS_PORT."
+    )
+    cache_redis_password: SecretStr | None = Field(
+        default=None, description="Password of the cache's Redis; default REDIS_PASSWORD."
+    )
     redis_connect_timeout: float = Field(
         default=3.0, gt=0, description="Seconds to wait for Redis before giving up."
     )
@@ -37,6 +57,29 @@ class Settings(BaseSettings):
     )
     cache_ttl: int = Field(
         default=300, gt=0, description="Seconds a job record or cached response is kept."
+    )
+    response_cache_near_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Longest time an api process keeps its own copy of a cached response: the "
+        "bound on serving a response after it was invalidated.",
+    )
+    response_cache_near_entries: int = Field(
+        default=10_000, ge=0, description="Responses each api process keeps its own copy of."
+    )
+    response_cache_timeout: float = Field(
+        default=0.2, gt=0, description="Seconds one response-cache call to Redis may take."
+    )
+    response_cache_breaker_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds the response cache skips Redis after it stopped answering.",
+    )
+    response_cache_lock_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time one process fills a missing response while the others wait.",
     )
     worker_concurrency: int = Field(
         default=10, ge=1, description="Jobs one worker process runs at once."
@@ -61,6 +104,23 @@ class Settings(BaseSettings):
     def queue_name(self) -> str:
         """The arq queue's key; namespaced so that two deployments on one Redis stay apart."""
         return f"{self.cache_namespace}:queue"
+
+    @property
+    def queue_redis(self) -> RedisAddress:
+        """The Redis of the arq queue; it must never evict keys."""
+        return RedisAddress(
+            self.redis_host, self.redis_port, self.redis_password, self.redis_queue_db
+        )
+
+    @property
+    def cache_redis(self) -> RedisAddress:
+        """The Redis of the cache: the queue's server unless CACHE_REDIS_* name another."""
+        return RedisAddress(
+            self.cache_redis_host or self.redis_host,
+            self.cache_redis_port or self.redis_port,
+            self.cache_redis_password or self.redis_password,
+            self.redis_cache_db,
+        )
 
 
 def describe_problem(issue: Mapping[str, Any]) -> str:

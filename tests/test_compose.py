@@ -23,7 +23,7 @@ def command_of(service: dict[str, Any]) -> str:
 
 
 def test_compose_runs_redis_redisinsight_api_and_worker(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "redisinsight", "api", "worker"}
+    assert set(compose["services"]) == {"redis", "cache-redis", "redisinsight", "api", "worker"}
 
 
 def test_redis_takes_its_password_from_env_and_keeps_an_append_only_file(
@@ -54,6 +54,19 @@ def test_api_and_worker_run_the_readme_commands_against_redis(compose: dict[str,
         assert environment["REDIS_HOST"] == "redis"
         assert environment["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD")
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_the_queue_redis_never_evicts_and_the_cache_redis_does(compose: dict[str, Any]) -> None:
+    queue = command_of(compose["services"]["redis"])
+    cache = command_of(compose["services"]["cache-redis"])
+    assert "--maxmemory-policy noeviction" in queue
+    assert "--maxmemory-policy allkeys-lru" in cache
+    assert re.search(r"--maxmemory \d+[kmg]b", cache)
+    assert re.search(r"--requirepass \$\{REDIS_PASSWORD", cache)
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        assert service["environment"]["CACHE_REDIS_HOST"] == "cache-redis"
+        assert service["depends_on"]["cache-redis"]["condition"] == "service_healthy"
 
 
 def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:

@@ -1,23 +1,30 @@
-"""GET /cached: the sample of request-level caching: an expensive computation whose response
-is kept in the cache under a hashed key for CACHE_TTL seconds."""
+"""GET /cached: the sample of request-level caching, an expensive computation whose response
+`@cache_response` keeps for CACHE_TTL seconds; DELETE /cached drops every stored one."""
 
 import asyncio
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import CacheDep
-from shared.keys import response_key
+from api.deps import ResponseCacheDep
+from api.response_cache import cache_response
 
 router = APIRouter(tags=["cache"])
+
+NAMESPACE = "computations"
 
 
 class Computation(BaseModel):
     rounds: int
     digest: str
     cached: bool
+
+
+class Dropped(BaseModel):
+    dropped: int
+    """How many stored responses were deleted."""
 
 
 def hash_chain(seed: str, rounds: int) -> str:
@@ -28,22 +35,24 @@ def hash_chain(seed: str, rounds: int) -> str:
     return digest.hex()
 
 
+def as_cached(computation: Computation) -> Computation:
+    return computation.model_copy(update={"cached": True})
+
+
 @router.get("/cached", response_model=Computation)
+@router.head("/cached", response_model=Computation, include_in_schema=False)
+@cache_response(namespace=NAMESPACE, as_cached=as_cached)
 async def cached_computation(
-    request: Request,
-    response: Response,
-    cache: CacheDep,
     rounds: Annotated[int, Query(ge=1, le=5_000_000, description="sha256 rounds")] = 200_000,
     seed: Annotated[str, Query(max_length=1000)] = "jobcache",
 ) -> Computation:
-    """The result of an expensive computation; `cached` (and X-Cache) say whether it was
-    served from the cache. The key is the sha256 of the method, path and query."""
-    key = response_key(request.method, request.url.path, f"rounds={rounds}", f"seed={seed}")
-    stored = await cache.get(key)
-    if stored is not None:
-        response.headers["X-Cache"] = "hit"
-        return Computation(rounds=rounds, digest=stored, cached=True)
+    """The result of an expensive computation. X-Cache (and `cached`) say whether it came from
+    the cache; ETag and Cache-Control let a client revalidate it."""
     digest = await asyncio.to_thread(hash_chain, seed, rounds)
-    await cache.set(key, digest)
-    response.headers["X-Cache"] = "miss"
     return Computation(rounds=rounds, digest=digest, cached=False)
+
+
+@router.delete("/cached", response_model=Dropped)
+async def drop_cached_computations(responses: ResponseCacheDep) -> Dropped:
+    """Invalidate every stored GET /cached response, in every api process."""
+    return Dropped(dropped=await responses.invalidate_namespace(NAMESPACE))
