@@ -72,6 +72,7 @@ def sample_router(calls: Calls, work_seconds: float = 0.0) -> APIRouter:
 
     @router.get("/items/{item_id}")
     @router.head("/items/{item_id}")
+    @router.post("/items/{item_id}")
     @cache_response(namespace="items", ttl=60)
     async def read_item(item_id: int, detail: str = "short") -> Item:
         return Item(id=item_id, detail=detail, call=await run())
@@ -232,7 +233,7 @@ async def test_head_is_answered_from_the_get_response_without_a_body(
     assert calls.count == 1
 
 
-async def test_errors_other_statuses_and_cookies_are_never_stored(
+async def test_errors_other_statuses_cookies_and_other_methods_are_never_stored(
     backend: str, namespace: str
 ) -> None:
     calls = Calls()
@@ -240,13 +241,31 @@ async def test_errors_other_statuses_and_cookies_are_never_stored(
         missing = [await served.client.get("/missing") for _ in range(2)]
         teapots = [await served.client.get("/teapot") for _ in range(2)]
         sessions = [await served.client.get("/session") for _ in range(2)]
+        posted = [await served.client.post("/items/1") for _ in range(2)]
+        got = await served.client.get("/items/1")
     assert [r.status_code for r in missing] == [404, 404]
     assert [r.status_code for r in teapots] == [418, 418]
     assert [r.headers["x-cache"] for r in teapots] == ["miss", "miss"]
     assert "cache-control" not in teapots[1].headers
     assert [r.headers["x-cache"] for r in sessions] == ["miss", "miss"]
     assert sessions[0].cookies["session"] != sessions[1].cookies["session"]
-    assert calls.count == 6
+    assert [r.json()["call"] for r in posted] == [7, 8]
+    assert "x-cache" not in posted[1].headers
+    assert got.headers["x-cache"] == "miss"
+    assert calls.count == 9
+
+
+async def test_requests_waiting_on_an_answer_that_is_not_stored_never_get_it(
+    backend: str, namespace: str
+) -> None:
+    """A response that sets a cookie belongs to its own request: the requests that missed the
+    same key at the same time run the endpoint themselves instead of sharing it."""
+    calls = Calls()
+    router = sample_router(calls, work_seconds=0.1)
+    async with serving(settings_for(backend, namespace), router) as served:
+        sessions = await asyncio.gather(*(served.client.get("/session") for _ in range(5)))
+    assert len({response.cookies["session"] for response in sessions}) == 5
+    assert calls.count == 5
 
 
 async def test_a_blocking_endpoint_is_cached_too(backend: str, namespace: str) -> None:
@@ -358,6 +377,32 @@ async def test_invalidating_a_namespace_drops_its_responses_but_no_neighbour(
     assert dropped == 2
     assert [r.headers["x-cache"] for r in after] == ["miss", "miss"]
     assert archived.headers["x-cache"] == "hit"
+
+
+async def test_invalidation_needs_neither_keys_nor_flushdb(namespace: str) -> None:
+    """Run by a Redis user that may not call KEYS, FLUSHDB or FLUSHALL: any of them would fail
+    the invalidation instead of blocking or emptying a production Redis."""
+    user, password = f"{namespace}-user", uuid.uuid4().hex
+    with redis.Redis.from_url(REDIS_URL) as admin:
+        admin.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+            commands=["+@all", "-keys", "-flushdb", "-flushall"],
+        )  # fmt: skip
+    client = redis.asyncio.Redis.from_url(REDIS_URL, db=CACHE_DB, username=user, password=password)
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            await client.keys("*")
+        responses = cache_on(client, namespace, near_seconds=1, store=None)
+        for number in range(1200):  # more than one SCAN batch
+            key = responses.keys.response("items", f"/items/{number}", "[]")
+            await responses.serve("items", key, 60, 5, produce_body(b"stored"))
+        assert await responses.invalidate_namespace("items") == 1200
+        await responses.close()
+    finally:
+        await client.aclose()
+        with redis.Redis.from_url(REDIS_URL) as admin:
+            admin.acl_deluser(user)
+        delete_namespace_keys(namespace)
 
 
 async def test_invalidating_one_response_or_one_path_keeps_the_others(

@@ -43,8 +43,10 @@ class Served:
 class Filled:
     own: Served
     """For the request that ran the fill."""
-    shared: Served
-    """For the requests of this process that waited on it."""
+    shared: Served | None
+    """For the requests of this process that waited on it; None when the answer was not
+    storable (it may carry what belongs to one request only, such as a cookie): then each of
+    them runs the endpoint itself."""
 
 
 Producer = Callable[[], Awaitable[Produced]]
@@ -90,10 +92,15 @@ class ResponseCache:
         self, namespace: str, key: str, ttl: float, lock_seconds: float, produce: Producer
     ) -> Served:
         """The stored response, or the one `produce` makes, run once per key at a time: the
-        requests of this process that miss the same key meanwhile wait on that one run."""
+        requests of this process that miss the same key meanwhile wait on that one run (and
+        get its error if it fails)."""
         flight = self._flights.get(key)
         if flight is not None:
-            return (await asyncio.shield(flight)).shared
+            shared = (await asyncio.shield(flight)).shared
+            if shared is not None:
+                return shared
+            produced = await produce()
+            return Served(produced.answer, ttl, hit=False, cacheable=False)
         flight = asyncio.create_task(self._fill(namespace, key, ttl, lock_seconds, produce))
         self._flights[key] = flight
         flight.add_done_callback(partial(self._landed, key))
@@ -145,8 +152,7 @@ class ResponseCache:
         try:
             produced = await produce()
             if produced.to_store is None:
-                uncacheable = Served(produced.answer, ttl, hit=False, cacheable=False)
-                return Filled(uncacheable, uncacheable)
+                return Filled(Served(produced.answer, ttl, hit=False, cacheable=False), None)
             payload = encode(produced.to_store, ttl)
             since = self._clock()
             stored = await self._breaker.call(

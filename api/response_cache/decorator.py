@@ -23,6 +23,8 @@ REQUEST_PARAMETER = "response_cache_request"
 RESPONSE_PARAMETER = "response_cache_response"
 
 Endpoint = Callable[..., Any]
+RECENT_KEYS = 1024
+"""Keys remembered per endpoint without `vary`, by raw request line: a hit then hashes nothing."""
 
 
 def cache_response(
@@ -68,6 +70,24 @@ def cache_response(
         ]
         request_name = request_name or REQUEST_PARAMETER
         response_name = response_name or RESPONSE_PARAMETER
+        recent_keys: dict[tuple[str, str, str, bytes], str] = {}
+
+        def key_of(request: Request, cache: ResponseCache, arguments: dict[str, Any]) -> str:
+            scope = request.scope
+            method, path = scope["method"], scope["path"]
+            if vary_names:
+                varying = [(name, arguments[name]) for name in vary_names]
+                query = request.query_params.multi_items()
+                return cache.keys.response(namespace, path, variant(method, query, varying))
+            line = (cache.keys.root, method, path, scope["query_string"])
+            key = recent_keys.get(line)
+            if key is None:
+                query = request.query_params.multi_items()
+                key = cache.keys.response(namespace, path, variant(method, query, ()))
+                if len(recent_keys) >= RECENT_KEYS:
+                    recent_keys.clear()
+                recent_keys[line] = key
+            return key
 
         async def call(arguments: dict[str, Any]) -> Any:
             if is_coroutine:
@@ -80,20 +100,11 @@ def cache_response(
             sub_response: Response = arguments[response_name]
             for name in injected:
                 del arguments[name]
-            scope = request.scope
-            method = scope["method"]
+            method = request.scope["method"]
             if method != "GET" and method != "HEAD":
                 return await call(arguments)
             cache: ResponseCache = request.app.state.services.response_cache
-            key = cache.keys.response(
-                namespace,
-                scope["path"],
-                variant(
-                    method,
-                    request.query_params.multi_items(),
-                    [(name, arguments[name]) for name in vary_names],
-                ),
-            )
+            key = key_of(request, cache, arguments)
             near = cache.near(key)
             if near is not None:
                 response, remaining = near

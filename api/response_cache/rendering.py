@@ -17,7 +17,9 @@ NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"etag", b"vary", b"x-cache"
 class PreparedResponse(Response):
     """A response whose headers are already encoded: a hit skips Starlette's header building."""
 
-    def __init__(self, body: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]):
+    def __init__(
+        self, body: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]
+    ) -> None:
         self.body = body
         self.status_code = status_code
         self.raw_headers = raw_headers
