@@ -5,10 +5,14 @@ from typing import Annotated
 from aiocache.base import BaseCache
 from fastapi import Depends, Request
 
+from api.auth import Caller
 from api.response_cache import ResponseCache
 from api.services import Services
 from shared.events import JobEvents
+from shared.metrics import Metrics
+from shared.overview import Overview
 from shared.queue import JobQueue
+from shared.quotas import QuotaLedger
 from shared.records import RecordStore
 from shared.settings import Settings
 
@@ -45,9 +49,30 @@ def get_response_cache(services: ServicesDep) -> ResponseCache:
     return services.response_cache
 
 
+def get_metrics(services: ServicesDep) -> Metrics:
+    return services.metrics
+
+
+def get_overview(services: ServicesDep) -> Overview:
+    return services.overview
+
+
+def get_caller(request: Request, services: ServicesDep) -> Caller:
+    """The caller, by its API key; 401 when keys are configured and it sent none or a wrong one."""
+    return services.api_keys.identify(request.headers.get("authorization"))
+
+
+def get_quotas(services: ServicesDep) -> QuotaLedger:
+    return services.quotas
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+QuotasDep = Annotated[QuotaLedger, Depends(get_quotas)]
 CacheDep = Annotated[BaseCache, Depends(get_cache)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
 ResponseCacheDep = Annotated[ResponseCache, Depends(get_response_cache)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+OverviewDep = Annotated[Overview, Depends(get_overview)]

@@ -1,15 +1,23 @@
 """Maps domain errors (shared/errors.py) and backend failures to HTTP responses."""
 
+import json
 import logging
 
 import redis
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from shared.errors import BackendUnavailableError, JobNotFoundError, UnknownJobTypeError
+from shared.errors import (
+    BackendUnavailableError,
+    JobAlreadyFinishedError,
+    JobNotFoundError,
+    QuotaExceededError,
+    UnauthorizedError,
+    UnknownJobTypeError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +31,25 @@ async def unknown_job_type(request: Request, error: Exception) -> Response:
 
 async def job_not_found(request: Request, error: Exception) -> Response:
     return JSONResponse(status_code=404, content={"detail": str(error)})
+
+
+async def unauthorized(request: Request, error: Exception) -> Response:
+    return JSONResponse(
+        status_code=401, content={"detail": str(error)}, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def quota_exceeded(request: Request, error: Exception) -> Response:
+    assert isinstance(error, QuotaExceededError)
+    return JSONResponse(
+        status_code=429,
+        content={"detail": str(error)},
+        headers={"Retry-After": str(error.retry_after)},
+    )
+
+
+async def already_finished(request: Request, error: Exception) -> Response:
+    return JSONResponse(status_code=409, content={"detail": str(error)})
 
 
 async def backend_unavailable(request: Request, error: Exception) -> Response:
@@ -54,12 +81,22 @@ async def invalid_request(request: Request, error: Exception) -> Response:
                 f"not {content_type}"
             },
         )
-    return await request_validation_exception_handler(request, error)
+    # ASCII-escaped, so that an input echoed back in an error (a lone surrogate, say) can
+    # always be encoded.
+    return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(error.errors())})
+
+
+class AsciiJSONResponse(JSONResponse):
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownJobTypeError, unknown_job_type)
     app.add_exception_handler(JobNotFoundError, job_not_found)
+    app.add_exception_handler(JobAlreadyFinishedError, already_finished)
+    app.add_exception_handler(UnauthorizedError, unauthorized)
+    app.add_exception_handler(QuotaExceededError, quota_exceeded)
     app.add_exception_handler(RequestValidationError, invalid_request)
     for unavailable in (BackendUnavailableError, redis.RedisError, TimeoutError):
         app.add_exception_handler(unavailable, backend_unavailable)

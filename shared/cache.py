@@ -44,8 +44,11 @@ def create_cache(
             password=server.password.get_secret_value() if server.password else None,
             db=server.db,
             create_connection_timeout=settings.redis_connect_timeout,
+            ssl=settings.redis_tls,
             connection_pool_kwargs={
+                "username": settings.redis_username,
                 "socket_timeout": settings.redis_connect_timeout,
+                **({"ssl_ca_certs": settings.redis_tls_ca_file} if settings.redis_tls else {}),
                 "health_check_interval": 30,
                 **(connection_options or {}),
             },

@@ -32,6 +32,14 @@ class JobNotFoundError(JobcacheError):
         )
 
 
+class JobAlreadyFinishedError(JobcacheError):
+    """A client asked to change a job that has already finished."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} has already finished ({status}); nothing to cancel")
+
+
 class BackendUnavailableError(JobcacheError):
     """Redis did not answer while serving a request."""
 
@@ -42,3 +50,15 @@ class JobFailedError(JobcacheError):
 
 class RetryableJobError(JobFailedError):
     """Raised by job code when a later attempt may succeed; retried if the job type allows."""
+
+
+class UnauthorizedError(JobcacheError):
+    """The request carries no API key, or one that is not configured."""
+
+
+class QuotaExceededError(JobcacheError):
+    """The caller's key is over one of its quotas; it may try again after `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

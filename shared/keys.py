@@ -43,3 +43,8 @@ def job_events_channel(namespace: str) -> str:
 def wakeup_channel(queue_name: str) -> str:
     """The pub/sub channel on which the api tells idle workers that a job was queued."""
     return f"{queue_name}:wakeup"
+
+
+def cancel_channel(queue_name: str) -> str:
+    """The pub/sub channel on which the api asks workers to stop a running job."""
+    return f"{queue_name}:cancel"

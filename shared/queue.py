@@ -13,3 +13,7 @@ class JobQueue(Protocol):
     ) -> None:
         """Hand the job to whoever runs it; return once it is safely queued."""
         ...
+
+    async def cancel(self, job_id: str) -> None:
+        """Take the job off the queue, or stop it where it runs."""
+        ...

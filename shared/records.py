@@ -15,10 +15,14 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+CANCELLED_MESSAGE = "cancelled by the client"
 
 
 class Progress(BaseModel):
@@ -33,8 +37,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class JobRecord(BaseModel):
-    """Everything a client may learn about one job."""
+class JobView(BaseModel):
+    """Everything a client may learn about one job: the record as the api shows it."""
 
     id: str
     name: str
@@ -49,6 +53,16 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
 
 
+class JobRecord(JobView):
+    """The stored record: what the client sees, and whose job it is."""
+
+    owner: str | None = None
+    """A digest of the API key that submitted the job (never the key); None when open."""
+
+    def public_json(self) -> str:
+        return self.model_dump_json(exclude={"owner"})
+
+
 # arq drops a job that has not started within a day of being queued (its expires_extra_ms);
 # until then the job may still run, so its record must stay.
 UNFINISHED_RECORD_TTL = 24 * 60 * 60
@@ -58,14 +72,25 @@ class RecordPublisher(Protocol):
     async def publish(self, record: "JobRecord") -> None: ...
 
 
+class QuotaRelease(Protocol):
+    async def release(self, owner: str, job_id: str) -> None: ...
+
+
 class RecordStore:
     """Reads and writes job records in the cache (JSON under `<namespace>:job:<id>`), and
     announces each write to the job events so that waiting clients see it at once."""
 
-    def __init__(self, cache: BaseCache, default_ttl: int, events: RecordPublisher) -> None:
+    def __init__(
+        self,
+        cache: BaseCache,
+        default_ttl: int,
+        events: RecordPublisher,
+        quotas: QuotaRelease | None = None,
+    ) -> None:
         self._cache = cache
         self._default_ttl = default_ttl
         self._events = events
+        self._quotas = quotas
 
     def ttl_for(self, result_ttl: int | None) -> int:
         return self._default_ttl if result_ttl is None else result_ttl
@@ -82,6 +107,8 @@ class RecordStore:
         # reads the record from the store and must find this version there.
         if announce:
             await self._events.publish(record)
+        if record.status.finished and record.owner is not None and self._quotas is not None:
+            await self._quotas.release(record.owner, record.id)
 
     async def get(self, job_id: str) -> JobRecord | None:
         stored = await self._cache.get(job_record_key(job_id))

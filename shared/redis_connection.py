@@ -13,12 +13,15 @@ from shared.settings import RedisAddress, Settings
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
     """arq's view of the queue's Redis; no retries, since a failed startup must fail fast."""
-    password = settings.redis_password
+    options = address_options(settings.queue_redis, settings)
     return RedisSettings(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        database=settings.redis_queue_db,
-        password=password.get_secret_value() if password else None,
+        host=options["host"],
+        port=options["port"],
+        database=options["db"],
+        username=options["username"],
+        password=options["password"],
+        ssl=options.get("ssl", False),
+        ssl_ca_certs=options.get("ssl_ca_certs"),
         conn_timeout=max(1, round(settings.redis_connect_timeout)),
         conn_retries=0,
     )
@@ -47,31 +50,23 @@ def explain_redis_error(
     return StartupError(f"{where} answered with an error: {error}")
 
 
-def redis_client_options(settings: Settings, db: int) -> dict[str, Any]:
-    password = settings.redis_password
-    return {
-        "host": settings.redis_host,
-        "port": settings.redis_port,
-        "db": db,
-        "password": password.get_secret_value() if password else None,
-        "socket_connect_timeout": settings.redis_connect_timeout,
-        "socket_timeout": settings.redis_connect_timeout,
-        "retry_on_timeout": False,
-    }
-
-
 def address_options(address: RedisAddress, settings: Settings) -> dict[str, Any]:
     """Client options for one Redis server and database (the queue's or the cache's)."""
     password = address.password
-    return {
+    options: dict[str, Any] = {
         "host": address.host,
         "port": address.port,
         "db": address.db,
+        "username": settings.redis_username,
         "password": password.get_secret_value() if password else None,
         "socket_connect_timeout": settings.redis_connect_timeout,
         "socket_timeout": settings.redis_connect_timeout,
         "retry_on_timeout": False,
     }
+    if settings.redis_tls:
+        options["ssl"] = True
+        options["ssl_ca_certs"] = settings.redis_tls_ca_file
+    return options
 
 
 def check_redis(settings: Settings) -> None:
@@ -84,11 +79,6 @@ def check_redis(settings: Settings) -> None:
             raise explain_redis_error(error, settings, cache=cache) from None
         finally:
             client.close()
-
-
-def redis_client(settings: Settings, db: int) -> redis.asyncio.Redis:
-    """An asyncio client of one database of the configured Redis (no I/O until first used)."""
-    return redis.asyncio.Redis(**redis_client_options(settings, db))
 
 
 def cache_redis_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:

@@ -10,7 +10,7 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
 from shared.catalog import JobType
-from shared.keys import wakeup_channel
+from shared.keys import cancel_channel, wakeup_channel
 from shared.records import JobRecord
 from shared.redis_connection import arq_redis_settings, explain_redis_error
 from shared.settings import Settings
@@ -63,6 +63,7 @@ class RedisQueue:
         self._pool = pool
         self._queue_name = queue_name
         self._wakeup_channel = wakeup_channel(queue_name)
+        self._cancel_channel = cancel_channel(queue_name)
 
     async def enqueue(
         self, job_type: JobType, record: JobRecord, parameters: dict[str, Any]
@@ -70,7 +71,7 @@ class RedisQueue:
         enqueue_time_ms = timestamp_ms()
         job = serialize_job(
             job_type.name,
-            (record.id, parameters, record.created_at.isoformat()),
+            (record.id, parameters, record.created_at.isoformat(), record.owner),
             {},
             None,
             enqueue_time_ms,
@@ -80,4 +81,12 @@ class RedisQueue:
             pipe.psetex(job_key_prefix + record.id, self._pool.expires_extra_ms, job)
             pipe.zadd(self._queue_name, {record.id: enqueue_time_ms})
             pipe.publish(self._wakeup_channel, b"")
+            await pipe.execute()
+
+    async def cancel(self, job_id: str) -> None:
+        """Off the queue if it waits there; the worker that runs it, if any, stops it."""
+        async with self._pool.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._queue_name, job_id)
+            pipe.delete(job_key_prefix + job_id)
+            pipe.publish(self._cancel_channel, job_id)
             await pipe.execute()

@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = Field(default=6379, ge=1, le=65535)
     redis_password: SecretStr | None = None
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (with REDIS_PASSWORD); default: `default`."
+    )
+    redis_tls: bool = Field(
+        default=False, description="Connect to Redis over TLS (the rediss:// scheme)."
+    )
+    redis_tls_ca_file: str | None = Field(
+        default=None, description="CA bundle to verify Redis's TLS certificate with."
+    )
     redis_queue_db: int = Field(default=0, ge=0, description="Redis database of the arq queue.")
     redis_cache_db: int = Field(default=1, ge=0, description="Redis database of the cache.")
     cache_redis_host: str | None = Field(
@@ -95,10 +104,60 @@ class Settings(BaseSettings):
         description="Seconds an idle worker waits for a wake-up before it looks at the queue "
         "anyway (the bound on a job's delay when a wake-up is lost).",
     )
+    worker_lease: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds after a worker dies before its running jobs may run elsewhere.",
+    )
+    worker_shutdown_grace: int = Field(
+        default=20,
+        ge=0,
+        description="Seconds a worker stopped with SIGTERM lets running jobs finish before it "
+        "puts them back on the queue.",
+    )
     job_wait_max: float = Field(
         default=60.0, ge=0, description="Longest `?wait` a client may ask of GET /jobs/{id}."
     )
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the api reads; a larger one is refused with 413.",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated API keys; when set, /jobs needs `Authorization: Bearer "
+        "<key>` and each key sees only its own jobs. Empty: open.",
+    )
+    quota_jobs_in_flight: int = Field(
+        default=0, ge=0, description="Unfinished jobs one API key may have (0: no limit)."
+    )
+    quota_submissions_per_second: int = Field(
+        default=0, ge=0, description="Jobs one API key may submit per second (0: no limit)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["plain", "json"] = Field(
+        default="plain",
+        description="plain: readable lines for a developer; json: one JSON object per line, "
+        "for log collectors.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address a worker's metrics and health endpoint listens on (0.0.0.0: all).",
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of a worker's metrics and health endpoint; 0: any free port (each "
+        "worker announces its address in its heartbeat).",
+    )
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The configured API keys, without blanks; empty when the api is open."""
+        if self.api_keys is None:
+            return []
+        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
 
     @property
     def queue_name(self) -> str:
@@ -131,9 +190,13 @@ def describe_problem(issue: Mapping[str, Any]) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings once; turn a bad value into an error that names its variable."""
+    """Read the settings once; turn a bad value into an error that names its variable.
+
+    JOBCACHE_ENV_FILE names another env file than `.env` (empty: none at all).
+    """
+    env_file = os.environ.get("JOBCACHE_ENV_FILE", ".env") or None
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as error:
         problems = "; ".join(describe_problem(issue) for issue in error.errors())
         raise ConfigurationError(f"invalid settings: {problems}") from None

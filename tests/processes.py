@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import httpx
 import redis
@@ -223,14 +223,38 @@ def worker(
         yield started
 
 
-@dataclass(frozen=True)
 class RedisServer:
-    """A private redis-server; `settings` are the jobcache variables that reach it."""
+    """A private redis-server on a port and in a directory of its own; `settings` are the
+    jobcache variables that reach it. It can be stopped and started again (same port, same
+    directory, so an append-only file brings its data back)."""
 
-    host: str
-    port: int
-    password: str | None
-    process: subprocess.Popen[bytes]
+    def __init__(
+        self,
+        directory: str,
+        password: str | None,
+        appendonly: bool,
+        extra_arguments: Sequence[str] = (),
+    ) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not installed; the process tests need it")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.password = password
+        self.directory = Path(directory)
+        self.command = [
+            executable,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", directory,
+            "--save", "",
+            "--appendonly", "yes" if appendonly else "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if password is not None:
+            self.command += ["--requirepass", password]
+        self.command += list(extra_arguments)
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def settings(self) -> dict[str, str]:
@@ -244,56 +268,54 @@ class RedisServer:
             host=self.host, port=self.port, db=db, password=self.password, decode_responses=True
         )
 
+    def start(self) -> None:
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        wait_for(self._answers_ping, STARTUP_TIMEOUT, what=f"redis-server on port {self.port}")
 
-def _answers_ping(server: RedisServer, log: IO[bytes]) -> bool:
-    if server.process.poll() is not None:
-        log.seek(0)
-        raise RuntimeError(f"redis-server exited at start:\n{log.read().decode(errors='replace')}")
-    client = server.client()
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-    finally:
-        client.close()
+    def stop(self) -> None:
+        """SIGTERM, as an operator's restart does: Redis writes its append-only file first."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+    def _answers_ping(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.directory / "redis.log").read_text(errors="replace")
+            raise RuntimeError(f"redis-server exited at start:\n{log}")
+        client = self.client()
+        try:
+            return bool(client.ping())
+        except (redis.AuthenticationError, redis.ResponseError):
+            return True  # it answers, if only to refuse a client without the right user
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
 
 
 @contextmanager
-def redis_server(password: str | None = None, appendonly: bool = False) -> Iterator[RedisServer]:
+def redis_server(
+    password: str | None = None, appendonly: bool = False, extra_arguments: Sequence[str] = ()
+) -> Iterator[RedisServer]:
     """A redis-server of its own on a free port and in its own temporary directory, without
     snapshots; stopped by pid on exit."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise RuntimeError("redis-server is not installed; the process tests need it")
     with tempfile.TemporaryDirectory(prefix="jobcache-redis-") as directory:
-        port = free_port()
-        command = [
-            executable,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", directory,
-            "--save", "",
-            "--appendonly", "yes" if appendonly else "no",
-            "--daemonize", "no",
-        ]  # fmt: skip
-        if password is not None:
-            command += ["--requirepass", password]
-        with (Path(directory) / "redis.log").open("w+b") as log:
-            process = subprocess.Popen(
-                command, cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-            server = RedisServer("127.0.0.1", port, password, process)
-            try:
-                wait_for(
-                    lambda: _answers_ping(server, log),
-                    STARTUP_TIMEOUT,
-                    what=f"redis-server answers on port {port}",
-                )
-                yield server
-            finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(STOP_TIMEOUT)
+        server = RedisServer(directory, password, appendonly, extra_arguments)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()

@@ -242,3 +242,47 @@ async def read_event_stream(
             elif line.startswith("data: "):
                 events.append((name, json.loads(line.removeprefix("data: "))))
     return events
+
+
+async def test_running_job_can_be_cancelled(local_client: httpx.AsyncClient) -> None:
+    job_id = (await local_client.post("/jobs/sleep", json={"seconds": 30})).json()["id"]
+
+    async def running() -> bool:
+        return bool((await local_client.get(f"/jobs/{job_id}")).json()["status"] == "running")
+
+    await eventually(running)
+    response = await local_client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    record = await finished_record(local_client, job_id)
+    assert (record["status"], record["error"]) == ("cancelled", "cancelled by the client")
+    assert record["result"] is None
+
+
+async def test_queued_job_can_be_cancelled_and_never_runs(namespace: str) -> None:
+    settings = settings_for_test(
+        cache_backend="local", cache_namespace=namespace, cpu_workers=1, worker_concurrency=1
+    )
+    async with client_for(settings) as client:
+        busy = (await client.post("/jobs/sleep", json={"seconds": 0.5})).json()["id"]
+        waiting = (await client.post("/jobs/echo", json={"message": "never"})).json()["id"]
+        cancelled = await client.delete(f"/jobs/{waiting}")
+        assert cancelled.json()["status"] == "cancelled"
+        await finished_record(client, busy)
+        after = (await client.get(f"/jobs/{waiting}", params={"wait": 0.5})).json()
+        assert after["status"] == "cancelled"
+        assert after["started_at"] is None and after["result"] is None
+
+
+async def test_finished_job_cannot_be_cancelled(local_client: httpx.AsyncClient) -> None:
+    job_id = (await local_client.post("/jobs/echo", json={"message": "done"})).json()["id"]
+    await finished_record(local_client, job_id)
+    response = await local_client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 409
+    assert "already finished" in response.json()["detail"]
+    assert (await local_client.get(f"/jobs/{job_id}")).json()["status"] == "succeeded"
+
+
+async def test_cancelling_an_unknown_job_is_404(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.delete(f"/jobs/{'D' * 22}")
+    assert response.status_code == 404

@@ -6,6 +6,7 @@ from shared.keys import is_job_id, new_job_id
 from tests.conftest import settings_for_test
 from worker.implementations import IMPLEMENTATIONS
 from worker.main import WorkerSettings, worker_options
+from worker.runner import REDELIVERIES
 
 
 def test_every_declared_job_type_has_an_implementation_and_no_other() -> None:
@@ -18,7 +19,7 @@ def test_worker_registers_one_arq_function_per_job_type_with_its_timeout() -> No
     assert set(functions) == set(JOB_TYPES)
     for name, job_type in JOB_TYPES.items():
         assert functions[name].timeout_s > job_type.timeout
-        assert functions[name].max_tries == job_type.max_attempts + 1
+        assert functions[name].max_tries == job_type.max_attempts + REDELIVERIES + 1
     assert options["keep_result"] == 0, "arq must not keep a second copy of each result"
 
 

@@ -85,3 +85,12 @@ def test_env_example_documents_every_setting() -> None:
         assert field.upper() in example, f"{field.upper()} missing from .env.example"
         assert f"`{field.upper()}`" in readme, f"{field.upper()} missing from the README"
     assert re.search(r"^CACHE_BACKEND=redis$", example, re.MULTILINE)
+
+
+def test_compose_requires_api_keys_and_gives_workers_their_grace(
+    compose: dict[str, Any],
+) -> None:
+    for name in ("api", "worker"):
+        assert compose["services"][name]["environment"]["API_KEYS"].startswith("${API_KEYS:?")
+    grace = compose["services"]["worker"]["stop_grace_period"]
+    assert int(grace.removesuffix("s")) > 20, "compose would SIGKILL before WORKER_SHUTDOWN_GRACE"

@@ -20,7 +20,7 @@ from shared.records import JobRecord, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
 from worker.context import JobContext
 from worker.embedded import EmbeddedWorker
-from worker.runner import Finished, JobRunner
+from worker.runner import REDELIVERIES, Finished, JobRunner
 
 FLAKY = JobType("flaky", "fails twice", EchoParameters, EchoResult, retries=2, retry_delay=0.01)
 HOPELESS = JobType("hopeless", "always", EchoParameters, EchoResult, retries=1, retry_delay=0.01)
@@ -155,9 +155,14 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(records, IMPLEMENTATIONS, pool)
         outcome = await runner.run(
-            HOPELESS, job_id, {"message": "hi"}, attempt=3, created_at=utcnow()
+            HOPELESS,
+            job_id,
+            {"message": "hi"},
+            attempt=HOPELESS.max_attempts + REDELIVERIES + 1,
+            created_at=utcnow(),
         )
     assert outcome == Finished()
     record = await records.get(job_id)
     assert record is not None
-    assert (record.status, record.error) == ("failed", "gave up after 2 attempt(s)")
+    assert record.status == "failed"
+    assert record.error == "gave up after 5 attempts: the worker stopped during each"

@@ -23,6 +23,7 @@ class Delivery:
     job_id: str
     parameters: dict[str, Any]
     created_at: datetime
+    owner: str | None
     attempt: int = 1
 
 
@@ -35,11 +36,27 @@ class EmbeddedWorker:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self._consumers: list[asyncio.Task[None]] = []
         self._retry_timers: set[asyncio.TimerHandle] = set()
+        self._waiting: set[str] = set()
+        self._cancelled: set[str] = set()
 
     async def enqueue(
         self, job_type: JobType, record: JobRecord, parameters: dict[str, Any]
     ) -> None:
-        self._queue.put_nowait(Delivery(job_type, record.id, parameters, record.created_at))
+        self._waiting.add(record.id)
+        self._queue.put_nowait(
+            Delivery(job_type, record.id, parameters, record.created_at, record.owner)
+        )
+
+    async def cancel(self, job_id: str) -> None:
+        if job_id in self._waiting:
+            self._waiting.discard(job_id)
+            self._cancelled.add(job_id)
+        else:
+            self._runner.cancel(job_id)
+
+    def backlog(self) -> tuple[int, int]:
+        """Jobs waiting to start, and jobs waiting for a retry's delay (for the dashboard)."""
+        return self._queue.qsize(), len(self._retry_timers)
 
     def start(self) -> None:
         self._consumers = [
@@ -57,17 +74,28 @@ class EmbeddedWorker:
     async def _consume(self) -> None:
         while True:
             delivery = await self._queue.get()
-            outcome = await self._runner.run(
-                delivery.job_type,
-                delivery.job_id,
-                delivery.parameters,
-                attempt=delivery.attempt,
-                created_at=delivery.created_at,
+            if delivery.job_id in self._cancelled:
+                self._cancelled.discard(delivery.job_id)
+                continue
+            self._waiting.discard(delivery.job_id)
+            # A task of its own, so that cancelling this job leaves the consumer running.
+            outcome = await asyncio.create_task(
+                self._runner.run(
+                    delivery.job_type,
+                    delivery.job_id,
+                    delivery.parameters,
+                    attempt=delivery.attempt,
+                    created_at=delivery.created_at,
+                    owner=delivery.owner,
+                ),
+                name=f"job {delivery.job_id}",
             )
             if isinstance(outcome, RetryLater):
                 self._schedule_retry(outcome.delay, replace(delivery, attempt=delivery.attempt + 1))
 
     def _schedule_retry(self, delay: float, delivery: Delivery) -> None:
+        self._waiting.add(delivery.job_id)
+
         def deliver() -> None:
             self._retry_timers.discard(timer)
             self._queue.put_nowait(delivery)

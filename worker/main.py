@@ -17,16 +17,22 @@ from arq.worker import Function, func
 from shared.cache import create_cache
 from shared.catalog import JOB_TYPES, JobType
 from shared.errors import ConfigurationError, StartupError
-from shared.keys import job_events_channel, wakeup_channel
+from shared.keys import cancel_channel, job_events_channel, wakeup_channel
 from shared.logs import log_config
+from shared.metrics import Metrics
 from shared.records import RecordStore
-from shared.redis_connection import check_redis, redis_client, redis_client_options
+from shared.redis_connection import address_options, cache_redis_client, check_redis
 from shared.redis_events import RedisJobEvents
 from shared.redis_queue import job_deserializer, job_serializer
+from shared.redis_quotas import RedisQuotaLedger
 from shared.settings import Settings, load_settings
+from shared.subscriptions import Subscription
+from shared.workers import WorkerActivity
 from worker.implementations import IMPLEMENTATIONS
-from worker.runner import JobRunner, RetryLater
-from worker.wakeable_pool import WakeablePool
+from worker.leases import Leases
+from worker.monitoring import start_monitoring
+from worker.pool import WorkerPool, outage_retry_options
+from worker.runner import REDELIVERIES, JobRunner, RetryLater
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +45,23 @@ def arq_function(job_type: JobType) -> Function:
     """The arq function that runs one job type through the runner."""
 
     async def run(
-        ctx: dict[str, Any], job_id: str, parameters: dict[str, Any], created_at: str
+        ctx: dict[str, Any],
+        job_id: str,
+        parameters: dict[str, Any],
+        created_at: str,
+        owner: str | None = None,
     ) -> None:
         runner: JobRunner = ctx["runner"]
-        outcome = await runner.run(
-            job_type,
-            job_id,
-            parameters,
-            attempt=ctx["job_try"],
-            created_at=datetime.fromisoformat(created_at),
-        )
+        leases: Leases = ctx["leases"]
+        async with leases.hold(job_id):
+            outcome = await runner.run(
+                job_type,
+                job_id,
+                parameters,
+                attempt=ctx["job_try"],
+                created_at=datetime.fromisoformat(created_at),
+                owner=owner,
+            )
         if isinstance(outcome, RetryLater):
             raise Retry(defer=outcome.delay)
 
@@ -56,9 +69,9 @@ def arq_function(job_type: JobType) -> Function:
         run,
         name=job_type.name,
         timeout=job_type.timeout + ARQ_TIMEOUT_MARGIN,
-        # One more delivery than attempts: after a worker died mid-attempt, the runner still
-        # gets to write the failed record instead of arq dropping the job silently.
-        max_tries=job_type.max_attempts + 1,
+        # One delivery more than the runner accepts, so that the runner, not arq, ends a job
+        # whose workers kept dying: its record then says failed instead of staying running.
+        max_tries=job_type.max_attempts + REDELIVERIES + 1,
         keep_result=0,
     )
 
@@ -71,18 +84,33 @@ def create_cpu_pool(size: int) -> ProcessPoolExecutor:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    logging.config.dictConfig(log_config(settings.log_level))
-    pool: WakeablePool = ctx["redis"]
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+    pool: WorkerPool = ctx["redis"]
     await pool.listen_for_wakeups(wakeup_channel(settings.queue_name))
-    cache = create_cache(settings)
-    events_client = redis_client(settings, settings.redis_cache_db)
+    leases = Leases(pool, settings.worker_lease)
+    leases.start()
+    ctx["leases"] = leases
+    # A worker waits out a Redis restart: every write of a record is retried until it lands.
+    cache = create_cache(settings, connection_options=outage_retry_options())
+    events_client = cache_redis_client(settings, **outage_retry_options())
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     ctx["cache"] = cache
     ctx["events_client"] = events_client
     ctx["cpu_pool"] = cpu_pool
     events = RedisJobEvents(events_client, job_events_channel(settings.cache_namespace))
-    records = RecordStore(cache, settings.cache_ttl, events)
-    ctx["runner"] = JobRunner(records, IMPLEMENTATIONS, cpu_pool)
+    quotas = RedisQuotaLedger(events_client, settings.cache_namespace)
+    records = RecordStore(cache, settings.cache_ttl, events, quotas)
+    activity = WorkerActivity(Metrics(), concurrency=settings.worker_concurrency)
+    runner = JobRunner(records, IMPLEMENTATIONS, cpu_pool, activity)
+    ctx["runner"] = runner
+
+    def cancel(job_id: bytes) -> None:
+        runner.cancel(job_id.decode())
+
+    cancellations = Subscription(pool, cancel_channel(settings.queue_name), cancel)
+    await cancellations.start()
+    ctx["cancellations"] = cancellations
+    ctx["monitoring"] = await start_monitoring(settings, pool, activity)
     logger.info(
         "worker ready: queue %s, %d job types, %d at once",
         settings.queue_name, len(JOB_TYPES), settings.worker_concurrency,
@@ -91,6 +119,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["redis"].stop_listening()
+    for name in ("monitoring", "cancellations", "leases"):
+        if name in ctx:
+            await ctx[name].close()
     if "cache" in ctx:
         await ctx["cache"].close()
     if "events_client" in ctx:
@@ -103,13 +134,14 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     """Everything arq's Worker is built from, derived from one settings object."""
     return {
         "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
-        "redis_pool": WakeablePool(
+        "redis_pool": WorkerPool(
             queue_name=settings.queue_name,
             fallback_poll=settings.worker_fallback_poll,
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
             default_queue_name=settings.queue_name,
-            **redis_client_options(settings, settings.redis_queue_db),
+            **address_options(settings.queue_redis, settings),
+            **outage_retry_options(),
         ),
         "queue_name": settings.queue_name,
         # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. This
@@ -118,6 +150,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
         "max_jobs": settings.worker_concurrency,
+        # On SIGTERM: take no new job, give running ones this long, then put them back.
+        "job_completion_wait": settings.worker_shutdown_grace,
         "keep_result": 0,
         "log_results": False,
         "on_startup": startup,
@@ -147,7 +181,10 @@ class _WorkerSettings(dict[str, Any]):
     settings only then keeps the environment out of import time."""
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        return worker_options(settings_for_worker()).items()
+        settings = settings_for_worker()
+        # Before arq logs its first line, so that every line has the chosen format.
+        logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+        return worker_options(settings).items()
 
 
 WorkerSettings = _WorkerSettings()

@@ -20,11 +20,18 @@ from pydantic import ValidationError
 
 from shared.catalog import JobType
 from shared.errors import JobFailedError, RetryableJobError
-from shared.records import JobRecord, JobStatus, RecordStore, utcnow
+from shared.logs import job_event
+from shared.records import CANCELLED_MESSAGE, JobRecord, JobStatus, RecordStore, utcnow
+from shared.workers import WorkerActivity
 from worker.context import JobContext
 from worker.implementations import Implementation
 
 logger = logging.getLogger(__name__)
+
+# Deliveries allowed beyond a job type's attempts, for attempts cut short because their worker
+# died or stopped: enough to ride out a restart or two, few enough to stop a job that kills
+# every worker it lands on.
+REDELIVERIES = 3
 
 
 @dataclass(frozen=True)
@@ -72,10 +79,24 @@ class JobRunner:
         records: RecordStore,
         implementations: Mapping[str, Implementation],
         cpu_pool: Executor,
+        activity: WorkerActivity | None = None,
     ) -> None:
         self._records = records
         self._implementations = implementations
         self._cpu_pool = cpu_pool
+        # Counts each attempt's start and end in the metrics and the worker's heartbeat.
+        self._activity = activity if activity is not None else WorkerActivity()
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancel_requested: set[str] = set()
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop the job if it runs here; its record then says cancelled."""
+        task = self._running.get(job_id)
+        if task is None:
+            return False
+        self._cancel_requested.add(job_id)
+        task.cancel()
+        return True
 
     async def run(
         self,
@@ -85,7 +106,9 @@ class JobRunner:
         *,
         attempt: int,
         created_at: datetime,
+        owner: str | None = None,
     ) -> Outcome:
+        """Run one attempt in the current task, which `cancel` may cancel."""
         ttl = self._records.ttl_for(job_type.result_ttl)
         # Built from what the queue carries rather than read back: one Redis round trip less.
         record = JobRecord(
@@ -94,17 +117,48 @@ class JobRunner:
             max_attempts=job_type.max_attempts,
             attempts=attempt,
             created_at=created_at,
+            owner=owner,
         )
-        if attempt > job_type.max_attempts:
-            # Only reachable when a worker died mid-attempt and arq delivered the job again.
+        if attempt > job_type.max_attempts + REDELIVERIES:
+            # Every earlier delivery ended with its worker dying or stopping mid-attempt.
             return await self._finish(
-                record, ttl, error=f"gave up after {job_type.max_attempts} attempt(s)"
+                record,
+                ttl,
+                error=f"gave up after {attempt - 1} attempts: the worker stopped during each",
             )
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[job_id] = task
+        try:
+            return await self._attempt(job_type, record, ttl, parameters)
+        except asyncio.CancelledError:
+            if job_id not in self._cancel_requested:
+                # The worker is stopping: the job goes back to the queue and runs again.
+                record.status = JobStatus.QUEUED
+                record.error = "the worker stopped during this attempt; the job will run again"
+                await asyncio.shield(self._records.put(record, ttl))
+                raise
+            task.uncancel()
+            logger.info("job %s (%s) cancelled while running", job_id, job_type.name)
+            return await self._finish(
+                record, ttl, error=CANCELLED_MESSAGE, status=JobStatus.CANCELLED
+            )
+        finally:
+            self._activity.ended(job_id)
+            self._running.pop(job_id, None)
+            self._cancel_requested.discard(job_id)
+
+    async def _attempt(
+        self, job_type: JobType, record: JobRecord, ttl: int, parameters: Mapping[str, Any]
+    ) -> Outcome:
         record.status = JobStatus.RUNNING
         record.started_at = utcnow()
-        record.error = None
         await self._records.put(record, ttl)
-        logger.info("job %s (%s) started, attempt %d", job_id, job_type.name, attempt)
+        self._activity.started(record)
+        logger.info(
+            "job %s (%s) started, attempt %d", record.id, job_type.name, record.attempts,
+            extra=job_event("job.started", record.id, job_type.name, attempt=record.attempts),
+        )  # fmt: skip
         started = time.monotonic()
         context = JobContext(record, self._records, ttl, self._cpu_pool)
         try:
@@ -123,9 +177,14 @@ class JobRunner:
             return await self._finish(
                 record, ttl, error=f"result could not be encoded as JSON: {error}"
             )
+        duration = time.monotonic() - started
         logger.info(
-            "job %s (%s) succeeded in %.3fs", job_id, job_type.name, time.monotonic() - started
-        )
+            "job %s (%s) succeeded in %.3fs", record.id, job_type.name, duration,
+            extra=job_event(
+                "job.succeeded", record.id, job_type.name,
+                attempt=record.attempts, duration=duration,
+            ),
+        )  # fmt: skip
         return await self._finish(record, ttl, result=data)
 
     async def _failed(
@@ -143,23 +202,41 @@ class JobRunner:
             logger.warning(
                 "job %s (%s) attempt %d failed, retrying in %.2fs: %s",
                 record.id, job_type.name, record.attempts, delay, message,
+                extra=job_event(
+                    "job.retried", record.id, job_type.name, attempt=record.attempts,
+                    duration=time.monotonic() - started, delay=round(delay, 3),
+                ),
             )  # fmt: skip
             record.status = JobStatus.QUEUED
             record.error = message
+            self._activity.retried(record)
             await self._records.put(record, ttl)
             return RetryLater(delay)
+        duration = time.monotonic() - started
         logger.warning(
-            "job %s (%s) failed after %.3fs: %s",
-            record.id, job_type.name, time.monotonic() - started, message,
+            "job %s (%s) failed after %.3fs: %s", record.id, job_type.name, duration, message,
+            extra=job_event(
+                "job.failed", record.id, job_type.name,
+                attempt=record.attempts, duration=duration,
+            ),
         )  # fmt: skip
         return await self._finish(record, ttl, error=message)
 
     async def _finish(
-        self, record: JobRecord, ttl: int, *, result: Any = None, error: str | None = None
+        self,
+        record: JobRecord,
+        ttl: int,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        status: JobStatus | None = None,
     ) -> Finished:
-        record.status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
+        if status is None:
+            status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
+        record.status = status
         record.result = result
         record.error = error
         record.finished_at = utcnow()
+        self._activity.finished(record)
         await self._records.put(record, ttl)
         return Finished()

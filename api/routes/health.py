@@ -1,4 +1,5 @@
-"""GET /health: which backend is in use and whether Redis answers."""
+"""GET /health: which backend is in use and whether Redis answers; GET /health/live and
+GET /health/ready for load balancers and orchestrators."""
 
 import asyncio
 from typing import Literal
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import ServicesDep
+from api.services import Services
 
 router = APIRouter(tags=["health"])
 
@@ -22,20 +24,51 @@ class Health(BaseModel):
     """Whether both Redis databases (queue and cache) answer; None in the local mode."""
 
 
+class Liveness(BaseModel):
+    status: Literal["alive"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    redis: bool | None
+    """Whether both Redis databases (queue and cache) answer; None in the local mode."""
+
+
+async def redis_answers(services: Services) -> bool | None:
+    """Whether the queue's and the cache's Redis answer a ping in time; None without Redis."""
+    if services.redis is None:
+        return None
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await services.redis.ping()
+            await services.cache.raw("ping")
+    except (redis.RedisError, OSError, TimeoutError):
+        services.metrics.redis_errors.labels("health").inc()
+        return False
+    return True
+
+
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(services: ServicesDep) -> JSONResponse:
-    redis_ok: bool | None = None
-    if services.redis is not None:
-        try:
-            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-                await services.redis.ping()
-                await services.cache.raw("ping")
-            redis_ok = True
-        except (redis.RedisError, OSError, TimeoutError):
-            redis_ok = False
+    redis_ok = await redis_answers(services)
     body = Health(
         status="unavailable" if redis_ok is False else "ok",
         backend=services.settings.cache_backend,
         redis=redis_ok,
     )
+    return JSONResponse(body.model_dump(), status_code=503 if redis_ok is False else 200)
+
+
+@router.get("/health/live", response_model=Liveness)
+async def live() -> Liveness:
+    """200 while the process serves requests: a failing liveness probe means restart it."""
+    return Liveness(status="alive")
+
+
+@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def ready(services: ServicesDep) -> JSONResponse:
+    """200 when this api can serve jobs: in the redis mode, both Redis databases answer.
+    503 otherwise, so that a load balancer sends requests elsewhere until it recovers."""
+    redis_ok = await redis_answers(services)
+    body = Readiness(status="unavailable" if redis_ok is False else "ready", redis=redis_ok)
     return JSONResponse(body.model_dump(), status_code=503 if redis_ok is False else 200)

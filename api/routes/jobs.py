@@ -10,17 +10,33 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 
-from api.deps import EventsDep, QueueDep, RecordsDep, SettingsDep
+from api.auth import Caller
+from api.deps import CallerDep, EventsDep, QueueDep, QuotasDep, RecordsDep, SettingsDep
+from api.observability import note_submitted
 from shared.catalog import JOB_TYPES, JobParameters, JobType
-from shared.errors import JobNotFoundError, UnknownJobTypeError
+from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
 from shared.events import JobWatch
 from shared.keys import is_job_id, new_job_id
+from shared.logs import job_event
 from shared.queue import JobQueue
-from shared.records import JobRecord, RecordStore
+from shared.quotas import Limits, QuotaLedger
+from shared.records import (
+    CANCELLED_MESSAGE,
+    JobRecord,
+    JobStatus,
+    JobView,
+    RecordStore,
+    utcnow,
+)
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    responses={401: {"description": "API keys are set and the request has no valid one"}},
+)
 
 EVENT_STREAM_HEARTBEAT_SECONDS = 15.0
 
@@ -32,16 +48,31 @@ async def submit(
     response: Response,
     records: RecordStore,
     queue: JobQueue,
+    caller: Caller,
+    quotas: QuotaLedger,
+    settings: Settings,
 ) -> JobRecord:
     """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
-    record = JobRecord(id=new_job_id(), name=job_type.name, max_attempts=job_type.max_attempts)
+    record = JobRecord(
+        id=new_job_id(),
+        name=job_type.name,
+        max_attempts=job_type.max_attempts,
+        owner=caller.owner,
+    )
+    limits = Limits(settings.quota_jobs_in_flight, settings.quota_submissions_per_second)
+    if caller.owner is not None and limits.any:
+        await quotas.admit(caller.owner, record.id, limits)
     await records.put(record, records.ttl_for(job_type.result_ttl), announce=False)
     try:
         await queue.enqueue(job_type, record, parameters.model_dump(mode="json"))
     except BaseException:
         await records.delete(record.id)
         raise
-    logger.info("job %s (%s) submitted", record.id, job_type.name)
+    logger.info(
+        "job %s (%s) submitted", record.id, job_type.name,
+        extra=job_event("job.submitted", record.id, job_type.name),
+    )  # fmt: skip
+    await note_submitted(request, record)
     response.headers["Location"] = request.app.url_path_for("get_job", job_id=record.id)
     return record
 
@@ -61,6 +92,9 @@ def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[JobRecord]]:
                 ("response", Response),
                 ("records", RecordsDep),
                 ("queue", QueueDep),
+                ("caller", CallerDep),
+                ("quotas", QuotasDep),
+                ("settings", SettingsDep),
             )
         ]
     )
@@ -73,7 +107,7 @@ for _job_type in JOB_TYPES.values():
         submit_endpoint(_job_type),
         methods=["POST"],
         status_code=202,
-        response_model=JobRecord,
+        response_model=JobView,
         summary=_job_type.summary,
         name=f"submit_{_job_type.name}",
         responses={422: {"description": "The parameters do not match the job type"}},
@@ -86,9 +120,10 @@ async def submit_unknown(name: str) -> None:
     raise UnknownJobTypeError(name, sorted(JOB_TYPES))
 
 
-async def read_record(records: RecordStore, job_id: str) -> JobRecord:
+async def read_record(records: RecordStore, job_id: str, caller: Caller) -> JobRecord:
+    """The caller's job; someone else's is as unknown to it as an id that never existed."""
     record = await records.get(job_id) if is_job_id(job_id) else None
-    if record is None:
+    if record is None or record.owner != caller.owner:
         raise JobNotFoundError(job_id)
     return record
 
@@ -99,7 +134,7 @@ JobId = Annotated[str, Path(description="The id returned when the job was submit
 @router.get(
     "/{job_id}",
     name="get_job",
-    response_model=JobRecord,
+    response_model=JobView,
     responses={404: {"description": "No such job, or its record expired"}},
 )
 async def get_job(
@@ -107,6 +142,7 @@ async def get_job(
     records: RecordsDep,
     events: EventsDep,
     settings: SettingsDep,
+    caller: CallerDep,
     wait: Annotated[
         float,
         Query(
@@ -118,22 +154,47 @@ async def get_job(
 ) -> JobRecord:
     """The job's record: status, result or error, attempts, times and progress."""
     if wait <= 0:
-        return await read_record(records, job_id)
+        return await read_record(records, job_id, caller)
     deadline = time.monotonic() + min(wait, settings.job_wait_max)
     # Watch before reading, so that an update between the read and the wait is not missed.
     with events.watch(job_id) as updates:
-        record = await read_record(records, job_id)
+        record = await read_record(records, job_id, caller)
         while not record.status.finished:
             update = await updates.next(deadline - time.monotonic())
             if update is None:
                 # Time is up: answer with the record as stored, in case an event was lost.
-                return await read_record(records, job_id)
+                return await read_record(records, job_id, caller)
             record = update
     return record
 
 
+@router.delete(
+    "/{job_id}",
+    response_model=JobView,
+    responses={
+        404: {"description": "No such job, or its record expired"},
+        409: {"description": "The job has already finished"},
+    },
+)
+async def cancel_job(
+    job_id: JobId, records: RecordsDep, queue: QueueDep, caller: CallerDep
+) -> JobRecord:
+    """Cancel a queued or running job: it is taken off the queue, or stopped where it runs,
+    and its record says `cancelled`. A job that has finished cannot be cancelled."""
+    record = await read_record(records, job_id, caller)
+    if record.status.finished:
+        raise JobAlreadyFinishedError(record.id, record.status.value)
+    await queue.cancel(job_id)
+    record.status = JobStatus.CANCELLED
+    record.error = CANCELLED_MESSAGE
+    record.finished_at = utcnow()
+    await records.put(record, records.ttl_for(JOB_TYPES[record.name].result_ttl))
+    logger.info("job %s (%s) cancelled", record.id, record.name)
+    return record
+
+
 def server_sent_event(record: JobRecord) -> bytes:
-    return format_sse_event(data_str=record.model_dump_json(), event=record.status.value)
+    return format_sse_event(data_str=record.public_json(), event=record.status.value)
 
 
 async def record_updates(
@@ -167,14 +228,16 @@ async def record_updates(
         404: {"description": "No such job, or its record expired"},
     },
 )
-async def job_events(job_id: JobId, records: RecordsDep, events: EventsDep) -> EventSourceResponse:
+async def job_events(
+    job_id: JobId, records: RecordsDep, events: EventsDep, caller: CallerDep
+) -> EventSourceResponse:
     """Server-sent events: the record now, then each change of status or progress; the
     stream ends after the finished record."""
     # The watch opens before the first read and stays open for the stream's whole life.
     watching = ExitStack()
     updates = watching.enter_context(events.watch(job_id))
     try:
-        record = await read_record(records, job_id)
+        record = await read_record(records, job_id, caller)
     except BaseException:
         watching.close()
         raise

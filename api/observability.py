@@ -1,0 +1,122 @@
+"""What the api counts and logs on the way through requests: one log line per request handled,
+response-cache hits and misses, Redis errors, and each submitted job."""
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.services import Services
+from shared.errors import BackendUnavailableError
+from shared.logs import REQUEST_LOGGER
+from shared.records import JobRecord
+
+logger = logging.getLogger(__name__)
+request_logger = logging.getLogger(REQUEST_LOGGER)
+
+RESPONSE_CACHE_NAMESPACE = "response_cache_namespace"
+"""The request-state key under which a cached endpoint may name its response-cache namespace
+(`request.state.response_cache_namespace`); the hit/miss counter is labelled with it."""
+REDIS_FAILURES = (redis.RedisError, BackendUnavailableError, TimeoutError)
+
+ExceptionHandler = Callable[[Request, Exception], Response | Awaitable[Response]]
+
+
+class RequestObserver:
+    """ASGI middleware: logs each request once it is answered (method, path, route, status,
+    duration; never the query or body) and counts X-Cache answers of cached endpoints."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+        cache_result: str | None = None
+
+        async def observe(message: Message) -> None:
+            nonlocal status, cache_result
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"x-cache":
+                        cache_result = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if cache_result in ("hit", "miss"):
+                count_response_cache(scope, route or scope["path"], cache_result)
+            if request_logger.isEnabledFor(logging.INFO):
+                log_request(scope, route, status, time.perf_counter() - started)
+
+
+def count_response_cache(scope: Scope, route: str, result: str) -> None:
+    services: Services | None = getattr(scope["app"].state, "services", None)
+    if services is None:
+        return
+    namespace = str(scope.get("state", {}).get(RESPONSE_CACHE_NAMESPACE, ""))
+    services.metrics.response_cache_requests.labels(namespace, route, result).inc()
+
+
+def log_request(scope: Scope, route: str | None, status: int, duration: float) -> None:
+    method, path = scope["method"], scope["path"]
+    request_logger.info(
+        "%s %s %d %.1fms", method, path, status, duration * 1000,
+        extra={
+            "event": "request",
+            "method": method,
+            "path": path,
+            "route": route,
+            "status_code": status,
+            "duration": round(duration, 6),
+        },
+    )  # fmt: skip
+
+
+def counted(handler: ExceptionHandler) -> ExceptionHandler:
+    async def count_then_handle(request: Request, error: Exception) -> Response:
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.metrics.redis_errors.labels("request").inc()
+        response = handler(request, error)
+        return await response if inspect.isawaitable(response) else response
+
+    return count_then_handle
+
+
+def count_redis_errors(app: FastAPI) -> None:
+    """Count every Redis failure that a request ran into: wraps the exception handlers that
+    turn one into a 503 (install them first)."""
+    handlers: dict[Any, ExceptionHandler] = app.exception_handlers
+    for error_type, handler in list(handlers.items()):
+        if isinstance(error_type, type) and issubclass(error_type, REDIS_FAILURES):
+            app.add_exception_handler(error_type, counted(handler))
+
+
+async def note_submitted(request: Request, record: JobRecord) -> None:
+    """Count a job the api just queued and remember it for the dashboard's recent jobs. A
+    failure here is counted and logged, never turned into a failed submission: the job is
+    already queued."""
+    services: Services = request.app.state.services
+    services.metrics.jobs_submitted.labels(record.name).inc()
+    try:
+        await services.overview.note_submitted(record)
+    except (redis.RedisError, OSError, TimeoutError) as error:
+        services.metrics.redis_errors.labels("recent_jobs").inc()
+        logger.warning(
+            "job %s (%s) is queued but missing from the recent jobs: %r",
+            record.id, record.name, error,
+            extra={"job_id": record.id, "job_type": record.name},
+        )  # fmt: skip

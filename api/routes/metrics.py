@@ -1,0 +1,67 @@
+"""GET /metrics: this api process's Prometheus metrics, with the view of the whole system (queue
+depth, workers alive); GET /metrics/targets: the workers' own metrics endpoints, in Prometheus'
+HTTP service discovery format."""
+
+import asyncio
+import math
+
+import redis
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from api.deps import MetricsDep, OverviewDep, SettingsDep
+from shared.metrics import EXPOSITION_CONTENT_TYPE, Metrics
+from shared.overview import Overview, waiting_jobs
+
+router = APIRouter(tags=["operations"])
+
+SYSTEM_VIEW_TIMEOUT_SECONDS = 1.0
+
+
+class ScrapeTargets(BaseModel):
+    """One entry of Prometheus' http_sd_configs: where to scrape and the labels to add."""
+
+    targets: list[str]
+    labels: dict[str, str]
+
+
+async def refresh_system_view(metrics: Metrics, overview: Overview) -> None:
+    """Set the gauges of the whole system from Redis; NaN when Redis does not answer, so that
+    a stale number is never shown as a current one."""
+    try:
+        async with asyncio.timeout(SYSTEM_VIEW_TIMEOUT_SECONDS):
+            depth, workers = await asyncio.gather(overview.queue_depth(), overview.workers())
+    except (redis.RedisError, OSError, TimeoutError):
+        metrics.redis_errors.labels("metrics").inc()
+        metrics.show_system(queue_depth=math.nan, deferred=math.nan, workers_alive=math.nan)
+        return
+    metrics.show_system(
+        queue_depth=waiting_jobs(depth, workers),
+        deferred=depth.deferred,
+        workers_alive=len(workers),
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {EXPOSITION_CONTENT_TYPE: {}}}},
+)
+async def metrics(metrics: MetricsDep, overview: OverviewDep) -> Response:
+    """Prometheus' text format. Counters are this process's; sum them over the api and the
+    workers (GET /metrics/targets lists the workers' endpoints)."""
+    await refresh_system_view(metrics, overview)
+    return Response(metrics.exposition(), media_type=EXPOSITION_CONTENT_TYPE)
+
+
+@router.get("/metrics/targets", response_model=list[ScrapeTargets])
+async def metrics_targets(overview: OverviewDep, settings: SettingsDep) -> list[ScrapeTargets]:
+    """The live workers' metrics endpoints, for Prometheus' `http_sd_configs`."""
+    return [
+        ScrapeTargets(
+            targets=[worker.metrics_address],
+            labels={"namespace": settings.cache_namespace, "worker": worker.id},
+        )
+        for worker in await overview.workers()
+        if worker.metrics_address is not None
+    ]

@@ -1,0 +1,124 @@
+"""What a worker process is doing: the jobs it runs now and what became of the ones it ran.
+
+The runner tells a WorkerActivity when an attempt starts and how it ends; the activity counts it
+in the process's metrics and keeps the worker's status, which the worker publishes in its
+heartbeat (shared/redis_overview.py) and the embedded worker of the local mode shows directly.
+"""
+
+import os
+import secrets
+import socket
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from shared.metrics import Metrics
+from shared.records import JobRecord, utcnow
+
+
+class RunningJob(BaseModel):
+    id: str
+    name: str
+    attempt: int
+    started_at: datetime
+
+
+class WorkerStatus(BaseModel):
+    """One worker process as the dashboard shows it; the counts are since it started."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    seen_at: datetime
+    concurrency: int
+    running: list[RunningJob]
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    metrics_address: str | None = None
+    """host:port of the worker's metrics and health endpoint; None where there is none (the
+    embedded worker, whose metrics are the api's)."""
+
+
+def new_worker_id() -> str:
+    """Unique even across containers, where every worker may be pid 1."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class WorkerActivity:
+    """The running jobs and outcome counts of one worker process, and its metrics."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.worker_id = worker_id or new_worker_id()
+        self.concurrency = concurrency
+        self.metrics_address: str | None = None
+        self._started_at = utcnow()
+        self._running: dict[str, RunningJob] = {}
+        self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled"), 0)
+
+    def started(self, record: JobRecord) -> None:
+        """An attempt began: `record` is running, with its started_at set."""
+        started_at = record.started_at or utcnow()
+        self._running[record.id] = RunningJob(
+            id=record.id, name=record.name, attempt=record.attempts, started_at=started_at
+        )
+        self.metrics.jobs_running.set(len(self._running))
+        self.metrics.jobs_started.labels(record.name).inc()
+        if record.attempts == 1:
+            wait = (started_at - record.created_at).total_seconds()
+            self.metrics.queue_wait.labels(record.name).observe(max(0.0, wait))
+
+    def retried(self, record: JobRecord) -> None:
+        """The attempt failed and the job will be retried."""
+        self._ended(record, "retried")
+        self.metrics.jobs_retried.labels(record.name).inc()
+
+    def finished(self, record: JobRecord) -> None:
+        """The job ended: `record` has its final status and finished_at."""
+        outcome = record.status.value
+        if outcome not in self._counts:
+            return
+        self._ended(record, outcome)
+        counter = {
+            "succeeded": self.metrics.jobs_succeeded,
+            "failed": self.metrics.jobs_failed,
+            "cancelled": self.metrics.jobs_cancelled,
+        }.get(outcome)
+        if counter is not None:
+            counter.labels(record.name).inc()
+
+    def ended(self, job_id: str) -> None:
+        """The attempt is over whatever happened (even an error the runner let through)."""
+        if self._running.pop(job_id, None) is not None:
+            self.metrics.jobs_running.set(len(self._running))
+
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            seen_at=utcnow(),
+            concurrency=self.concurrency,
+            running=sorted(self._running.values(), key=lambda job: job.started_at),
+            metrics_address=self.metrics_address,
+            **self._counts,
+        )
+
+    def _ended(self, record: JobRecord, outcome: str) -> None:
+        self._counts[outcome] += 1
+        running = self._running.get(record.id)
+        if running is not None:
+            ended_at = record.finished_at or utcnow()
+            duration = (ended_at - running.started_at).total_seconds()
+            self.metrics.job_duration.labels(record.name, outcome).observe(max(0.0, duration))
+        self.ended(record.id)
