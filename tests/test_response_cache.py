@@ -2,6 +2,7 @@
 misses, keys, ETag and 304, what is never stored, stampedes, invalidation and its bound."""
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -182,6 +183,21 @@ async def test_the_second_request_is_a_hit_with_the_same_body_and_a_strong_etag(
     assert second.headers["cache-control"] in ("max-age=59", "max-age=60")
     assert second.headers["content-type"] == "application/json"
     assert calls.count == 1
+
+
+async def test_the_metrics_count_hits_and_misses_by_namespace(backend: str, namespace: str) -> None:
+    async with serving(settings_for(backend, namespace), sample_router(Calls())) as served:
+        for _ in range(3):
+            await served.client.get("/items/8")
+        metrics = (await served.client.get("/metrics")).text
+    counted = {
+        found.group(1): float(found.group(2))
+        for line in metrics.splitlines()
+        if line.startswith("jobcache_response_cache_requests_total{")
+        and 'namespace="items"' in line
+        and (found := re.search(r'result="(\w+)".*\} ([\d.]+)$', line))
+    }
+    assert counted == {"hit": 2.0, "miss": 1.0}
 
 
 async def test_query_parameters_in_another_order_share_a_key_and_other_values_do_not(

@@ -23,6 +23,9 @@ REQUEST_PARAMETER = "response_cache_request"
 RESPONSE_PARAMETER = "response_cache_response"
 
 Endpoint = Callable[..., Any]
+NAMESPACE_STATE_KEY = "response_cache_namespace"
+"""The request-state key naming the namespace of the cached endpoint that answered, for the
+api's hit/miss metric."""
 RECENT_KEYS = 1024
 """Keys remembered per endpoint without `vary`, by raw request line: a hit then hashes nothing."""
 
@@ -104,6 +107,7 @@ def cache_response(
             if method != "GET" and method != "HEAD":
                 return await call(arguments)
             cache: ResponseCache = request.app.state.services.response_cache
+            request.scope.setdefault("state", {})[NAMESPACE_STATE_KEY] = namespace
             key = key_of(request, cache, arguments)
             near = cache.near(key)
             if near is not None:
