@@ -92,6 +92,7 @@ async def test_cached_endpoint_hits_and_misses_are_counted(
         assert (await local_client.get("/cached?rounds=3&seed=metrics")).status_code == 200
     text = (await local_client.get("/metrics")).text
     assert total(text, "jobcache_response_cache_requests_total", route="/cached") == 3
+    assert total(text, "jobcache_response_cache_requests_total", namespace="computations") == 3
     assert total(text, "jobcache_response_cache_requests_total", result="miss") == 1
     assert total(text, "jobcache_response_cache_requests_total", result="hit") == 2
 
