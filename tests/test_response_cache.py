@@ -459,6 +459,24 @@ async def test_the_sample_endpoint_caches_and_drops_its_computations(
     assert third.json()["digest"] == first.json()["digest"]
 
 
+def test_the_cache_redis_is_the_queue_redis_unless_cache_redis_settings_name_another() -> None:
+    same = settings_for("redis", "split", redis_host="queue", redis_port=6380, redis_password="pw")
+    assert (same.cache_redis.host, same.cache_redis.port, same.cache_redis.db) == ("queue", 6380, 1)
+    assert same.cache_redis.password is not None
+    assert same.cache_redis.password.get_secret_value() == "pw"
+    assert (same.queue_redis.host, same.queue_redis.db) == ("queue", 0)
+    split = settings_for(
+        "redis", "split", redis_host="queue", cache_redis_host="cache", cache_redis_port=6381,
+        cache_redis_password="other", redis_cache_db=0,
+    )  # fmt: skip
+    assert (split.cache_redis.host, split.cache_redis.port, split.cache_redis.db) == (
+        "cache", 6381, 0,
+    )  # fmt: skip
+    assert split.cache_redis.password is not None
+    assert split.cache_redis.password.get_secret_value() == "other"
+    assert (split.queue_redis.host, split.queue_redis.port) == ("queue", 6379)
+
+
 # The bound on serving an invalidated response, on the response cache itself: two caches on
 # one Redis stand for two api processes.
 

@@ -12,6 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.deployments import (
+    CACHE_DB,
+    QUEUE_DB,
+    Deployment,
+    delete_what_deployment_created,
+    redis_client,
+)
 from tests.processes import Api, RedisServer, api, child_environment, redis_server
 
 pytestmark = pytest.mark.processes
@@ -103,3 +110,36 @@ def test_cached_endpoints_answer_within_a_bound_while_redis_is_stopped_then_gone
         for response, seconds in gone:
             assert response.status_code == 200, response.text
             assert seconds < FAIL_OPEN_SECONDS, f"answered after {seconds:.2f}s"
+
+
+def test_the_cache_can_live_on_its_own_redis_apart_from_the_queue(
+    private_redis: RedisServer, tmp_path: Path
+) -> None:
+    """The queue on the shared Redis, the cache (cached responses, job records) on a private
+    one, as CACHE_REDIS_* set it."""
+    deployment = Deployment(f"test-{uuid.uuid4().hex[:12]}", tmp_path)
+    environment = deployment.environment(
+        CACHE_REDIS_HOST=private_redis.host,
+        CACHE_REDIS_PORT=str(private_redis.port),
+        REDIS_CACHE_DB="0",
+    )
+    cache = private_redis.client(db=0)
+    try:
+        with (
+            api(environment, tmp_path / "api.log") as served,
+            httpx.Client(base_url=served.url, timeout=10) as client,
+        ):
+            client.get("/cached?rounds=1000&seed=split")
+            assert client.get("/cached?rounds=1000&seed=split").headers["x-cache"] == "hit"
+            job_id = deployment.submit(client, "echo", {"message": "split"})
+        assert cache.exists(f"{deployment.name}:job:{job_id}")
+        assert list(cache.scan_iter(match=f"{deployment.name}:response:*"))
+        with redis_client(QUEUE_DB) as queue:
+            assert queue.zscore(f"{deployment.name}:queue", job_id) is not None
+        for db in (QUEUE_DB, CACHE_DB):
+            with redis_client(db) as shared:
+                assert not list(shared.scan_iter(match=f"{deployment.name}:response:*"))
+                assert not list(shared.scan_iter(match=f"{deployment.name}:job:*"))
+    finally:
+        cache.close()
+        delete_what_deployment_created(deployment)
