@@ -109,6 +109,7 @@ def sample_router(calls: Calls, work_seconds: float = 0.0) -> APIRouter:
     @cache_response(namespace="session", ttl=60)
     async def start_session(response: Response) -> Item:
         response.set_cookie("session", uuid.uuid4().hex)
+        response.headers["Cache-Control"] = "no-store"
         return Item(id=0, detail="session", call=await run())
 
     @router.get("/blocking")
@@ -265,6 +266,8 @@ async def test_errors_other_statuses_cookies_and_other_methods_are_never_stored(
     assert "cache-control" not in teapots[1].headers
     assert [r.headers["x-cache"] for r in sessions] == ["miss", "miss"]
     assert sessions[0].cookies["session"] != sessions[1].cookies["session"]
+    assert sessions[1].headers["cache-control"] == "no-store"
+    assert "etag" not in sessions[1].headers
     assert [r.json()["call"] for r in posted] == [7, 8]
     assert "x-cache" not in posted[1].headers
     assert got.headers["x-cache"] == "miss"

@@ -34,10 +34,15 @@ def strong_etag(body: bytes) -> bytes:
 
 
 def cached_response(
-    status: int, headers: tuple[tuple[bytes, bytes], ...], body: bytes
+    status: int, headers: tuple[tuple[bytes, bytes], ...], body: bytes, *, storable: bool = True
 ) -> CachedResponse:
-    kept = tuple((name, value) for name, value in headers if name.lower() not in OWN_HEADERS)
+    """A response ready to serve. One that is not `storable` keeps the endpoint's headers as
+    they are (its Cache-Control, its cookies) and only gains X-Cache: miss."""
     etag = strong_etag(body)
+    if not storable:
+        as_is = (*headers, (b"x-cache", b"miss"))
+        return CachedResponse(status, headers, body, etag, as_is, as_is)
+    kept = tuple((name, value) for name, value in headers if name.lower() not in OWN_HEADERS)
     common = (*kept, (b"content-length", str(len(body)).encode()), (b"etag", etag))
     return CachedResponse(
         status=status,

@@ -73,7 +73,10 @@ def captured(response: Response) -> tuple[CachedResponse, bool]:
         name == b"set-cookie" or (name == b"cache-control" and b"no-store" in value.lower())
         for name, value in headers
     )
-    return cached_response(response.status_code, headers, bytes(body)), storable
+    captured_response = cached_response(
+        response.status_code, headers, bytes(body), storable=storable
+    )
+    return captured_response, storable
 
 
 def request_header(request: Request, name: bytes) -> str | None:
