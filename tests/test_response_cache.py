@@ -594,6 +594,14 @@ async def test_a_fill_that_raced_an_invalidation_is_not_stored(namespace: str) -
     assert (after.hit, after.response.body) == (False, b"after the write")
 
 
+async def test_the_memory_store_keeps_at_most_its_bound_dropping_the_oldest() -> None:
+    store = MemoryResponseStore(max_responses=3)
+    for number in range(5):
+        assert await store.store(f"key-{number}", "payload", 60, "epoch", "")
+    found = [(await store.lookup(f"key-{n}", "epoch")).found is not None for n in range(5)]
+    assert found == [False, False, True, True, True]
+
+
 # Failing open: a store that stops answering costs a bounded time, then none.
 
 

@@ -8,11 +8,17 @@ from api.response_cache.store import Found, Lookup
 
 SWEEP_EVERY = 1000
 """Expired responses are swept after this many stores, so unread ones do not pile up."""
+MAX_RESPONSES = 100_000
+"""Like a cache Redis with maxmemory: when full, the oldest stored response goes, so clients
+sending ever new query strings cannot grow the process without bound."""
 
 
 class MemoryResponseStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_responses: int = MAX_RESPONSES
+    ) -> None:
         self._clock = clock
+        self._max_responses = max_responses
         self._responses: dict[str, tuple[str, float]] = {}
         self._epochs: dict[str, int] = {}
         self._locks: dict[str, tuple[str, float]] = {}
@@ -40,6 +46,9 @@ class MemoryResponseStore:
     async def store(self, key: str, payload: str, ttl: float, epoch_key: str, epoch: str) -> bool:
         if str(self._epochs.get(epoch_key, "")) != epoch:
             return False
+        self._responses.pop(key, None)
+        while len(self._responses) >= self._max_responses:
+            del self._responses[next(iter(self._responses))]
         self._responses[key] = (payload, self._clock() + ttl)
         self._stores += 1
         if self._stores % SWEEP_EVERY == 0:
