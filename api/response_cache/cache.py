@@ -95,7 +95,7 @@ class ResponseCache:
         requests of this process that miss the same key meanwhile wait on that one run (and
         get its error if it fails)."""
         flight = self._flights.get(key)
-        if flight is not None:
+        if flight is not None and not flight.done():
             shared = (await asyncio.shield(flight)).shared
             if shared is not None:
                 return shared
