@@ -82,7 +82,7 @@ def test_cached_endpoints_answer_within_a_bound_while_redis_is_stopped_then_gone
     private_redis: RedisServer, tmp_path: Path
 ) -> None:
     environment = api_environment(
-        private_redis, RESPONSE_CACHE_NEAR_SECONDS="0.1", RESPONSE_CACHE_BREAKER_SECONDS="1"
+        private_redis, RESPONSE_CACHE_NEAR_SECONDS="0.1", RESPONSE_CACHE_BREAKER_SECONDS="3"
     )
     with api(environment, tmp_path / "api.log") as served:
         stored, _ = timed_get(served, "/cached?rounds=1000&seed=kept")
@@ -94,8 +94,8 @@ def test_cached_endpoints_answer_within_a_bound_while_redis_is_stopped_then_gone
             assert response.status_code == 200, response.text
             assert response.headers["x-cache"] == "miss"
             assert seconds < FAIL_OPEN_SECONDS, f"answered after {seconds:.2f}s"
-        # Once the breaker is open, a request costs no timeout at all.
-        assert all(seconds < 0.15 for _, seconds in stopped[-3:]), stopped
+        # Once the breaker is open, a request costs no timeout (0.2 s) at all.
+        assert all(seconds < 0.2 for _, seconds in stopped[-3:]), stopped
         assert "response cache: Redis is not answering" in served.output()
 
         private_redis.process.send_signal(signal.SIGCONT)
