@@ -560,14 +560,18 @@ async def test_a_lost_broadcast_leaves_a_copy_for_at_most_the_near_cache_bound(
         assert served.hit and served.response.body == b"old"
         await writer.invalidate_namespace("items")
         invalidated_at = time.monotonic()
-        last_stale = invalidated_at
-        while (copy := reader.near(key)) is not None:
+        stale_reads = 0
+        while True:
+            asked_at = time.monotonic()  # before asking: a slow test machine cannot fail it
+            copy = reader.near(key)
+            if copy is None:
+                break
             assert copy[0].body == b"old"
-            last_stale = time.monotonic()
-            assert last_stale - invalidated_at <= near_seconds, "a stale copy outlived the bound"
+            stale_reads += 1
+            assert asked_at - invalidated_at <= near_seconds, "a stale copy outlived the bound"
             await asyncio.sleep(0.005)
         refreshed = await reader.serve("items", key, 60, 5, produce_body(b"new"))
-    assert last_stale > invalidated_at  # the copy did outlive the lost broadcast
+    assert stale_reads > 0  # the copy did outlive the lost broadcast
     assert (refreshed.hit, refreshed.response.body) == (False, b"new")
 
 
