@@ -176,6 +176,8 @@ def jobcache_settings(redis_port: int, namespace: str) -> Settings:
         redis_cache_db=1,
         cache_namespace=namespace,
         log_level="WARNING",
+        # The same workers as tuned arq's: as many jobs at once per process.
+        worker_concurrency=bare_arq_worker.TUNED_OPTIONS["max_jobs"],
     )
 
 
@@ -187,6 +189,7 @@ def jobcache_environment(settings: Settings) -> dict[str, str]:
         "REDIS_QUEUE_DB": str(settings.redis_queue_db),
         "REDIS_CACHE_DB": str(settings.redis_cache_db),
         "CACHE_NAMESPACE": settings.cache_namespace,
+        "WORKER_CONCURRENCY": str(settings.worker_concurrency),
         "LOG_LEVEL": settings.log_level,
         "JOBCACHE_ENV_FILE": "",
     }

@@ -24,8 +24,7 @@ def create_cache(
 ) -> BaseCache:
     """A namespaced cache with a TTL; both backends store JSON so they behave the same.
 
-    `connection_options` go to the Redis connections; a worker passes a retry policy there,
-    and then each call waits as long as the policy retries instead of aiocache's 5 s.
+    `connection_options` go to the Redis connections; a worker passes a retry policy there.
     """
     namespace = namespace or settings.cache_namespace
     common: dict[str, Any] = {
@@ -52,7 +51,9 @@ def create_cache(
                 "health_check_interval": 30,
                 **(connection_options or {}),
             },
-            timeout=None if connection_options else 5,
+            # No per-call timer task (aiocache's default is 5 s): the connection's own socket
+            # timeout bounds each call, and a worker's retry policy may outlast it on purpose.
+            timeout=None,
             **common,
         )
     if backend == "local":

@@ -30,8 +30,8 @@ class JobWatch:
 
 
 class JobEvents(Protocol):
-    async def publish(self, record: JobRecord) -> None:
-        """Announce a record that was just written."""
+    async def publish(self, record: JobRecord, text: str) -> None:
+        """Announce a record that was just written; `text` is its JSON."""
         ...
 
     def watch(self, job_id: str) -> AbstractContextManager[JobWatch]:
@@ -68,7 +68,7 @@ class LocalFanOut:
 class MemoryJobEvents(LocalFanOut):
     """The local mode's events: publisher and watchers live in the same process."""
 
-    async def publish(self, record: JobRecord) -> None:
+    async def publish(self, record: JobRecord, text: str) -> None:
         if self.is_watched(record.id):
             # A copy: the runner goes on changing its record after publishing it.
             self.deliver(record.model_copy(deep=True))

@@ -68,8 +68,13 @@ class JobRecord(JobView):
 UNFINISHED_RECORD_TTL = 24 * 60 * 60
 
 
+def as_is(value: Any) -> Any:
+    """A serializer step that leaves the value alone: records arrive as JSON text already."""
+    return value
+
+
 class RecordPublisher(Protocol):
-    async def publish(self, record: "JobRecord") -> None: ...
+    async def publish(self, record: "JobRecord", text: str) -> None: ...
 
 
 class QuotaRelease(Protocol):
@@ -102,17 +107,20 @@ class RecordStore:
         job may still run, so that a long queue or a long job never loses its record.
         """
         ttl = result_ttl if record.status.finished else max(result_ttl, UNFINISHED_RECORD_TTL)
-        await self._cache.set(job_record_key(record.id), record.model_dump(mode="json"), ttl=ttl)
+        # Serialized once, by pydantic, for both the store and the announcement; what is
+        # stored is the same JSON the cache's JsonSerializer reads back.
+        text = record.model_dump_json()
+        await self._cache.set(job_record_key(record.id), text, ttl=ttl, dumps_fn=as_is)
         # Announced only once stored: a client that starts watching after the announcement
         # reads the record from the store and must find this version there.
         if announce:
-            await self._events.publish(record)
+            await self._events.publish(record, text)
         if record.status.finished and record.owner is not None and self._quotas is not None:
             await self._quotas.release(record.owner, record.id)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        stored = await self._cache.get(job_record_key(job_id))
-        return None if stored is None else JobRecord.model_validate(stored)
+        stored = await self._cache.get(job_record_key(job_id), loads_fn=as_is)
+        return None if stored is None else JobRecord.model_validate_json(stored)
 
     async def delete(self, job_id: str) -> None:
         await self._cache.delete(job_record_key(job_id))

@@ -17,8 +17,8 @@ class RedisJobEvents(LocalFanOut):
         self._channel = channel
         self._subscription = Subscription(client, channel, self._dispatch)
 
-    async def publish(self, record: JobRecord) -> None:
-        await self._client.publish(self._channel, f"{record.id} {record.model_dump_json()}")
+    async def publish(self, record: JobRecord, text: str) -> None:
+        await self._client.publish(self._channel, f"{record.id} {text}")
 
     async def start_listening(self) -> None:
         await self._subscription.start()

@@ -55,7 +55,7 @@ class RedisQueue:
     job. A lost wake-up only delays the job until the worker's fallback poll.
 
     The job is written as arq's own `enqueue_job` writes it (arq's serialize_job, job key and
-    queue score), in one MULTI/EXEC with the wake-up: one round trip instead of arq's four.
+    queue score), in one pipeline with the wake-up: one round trip instead of arq's four.
     arq's WATCH on the job key is left out because our ids are random and never reused.
     """
 
@@ -77,7 +77,9 @@ class RedisQueue:
             enqueue_time_ms,
             serializer=job_serializer,
         )
-        async with self._pool.pipeline(transaction=True) as pipe:
+        # Not a MULTI: Redis runs a pipeline's commands in order, so the job exists before
+        # its queue entry, and a failure on the way raises here and the api answers 503.
+        async with self._pool.pipeline(transaction=False) as pipe:
             pipe.psetex(job_key_prefix + record.id, self._pool.expires_extra_ms, job)
             pipe.zadd(self._queue_name, {record.id: enqueue_time_ms})
             pipe.publish(self._wakeup_channel, b"")

@@ -5,7 +5,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
-from shared.records import JobRecord, Progress, RecordStore
+from shared.records import JobRecord, Progress
+from worker.attempt_records import AttemptRecords
 
 T = TypeVar("T")
 
@@ -14,7 +15,7 @@ class JobContext:
     """Handed to each job implementation for one attempt."""
 
     def __init__(
-        self, record: JobRecord, records: RecordStore, ttl: int, cpu_pool: Executor
+        self, record: JobRecord, records: AttemptRecords, ttl: int, cpu_pool: Executor
     ) -> None:
         self._record = record
         self._records = records

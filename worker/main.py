@@ -84,6 +84,11 @@ def create_cpu_pool(size: int) -> ProcessPoolExecutor:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    # arq logs two lines per job; ours say the same and more, so arq's per-job lines show
+    # only when debugging.
+    logging.getLogger("arq.worker").setLevel(
+        logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    )
     logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     pool: WorkerPool = ctx["redis"]
     await pool.listen_for_wakeups(wakeup_channel(settings.queue_name))
@@ -144,9 +149,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             **outage_retry_options(),
         ),
         "queue_name": settings.queue_name,
-        # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. This
-        # is how soon a worker that was busy with max_jobs jobs looks for the next one.
-        "poll_delay": 0.005,
+        # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. It is
+        # the pause after a read that found work, and how often the loop of a worker busy with
+        # max_jobs jobs turns (without a Redis command) to look for a free slot.
+        "poll_delay": 0.001,
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
         "max_jobs": settings.worker_concurrency,

@@ -23,6 +23,7 @@ from shared.errors import JobFailedError, RetryableJobError
 from shared.logs import job_event
 from shared.records import CANCELLED_MESSAGE, JobRecord, JobStatus, RecordStore, utcnow
 from shared.workers import WorkerActivity
+from worker.attempt_records import AttemptRecords
 from worker.context import JobContext
 from worker.implementations import Implementation
 
@@ -88,6 +89,7 @@ class JobRunner:
         self._activity = activity if activity is not None else WorkerActivity()
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancel_requested: set[str] = set()
+        self._writers: dict[str, AttemptRecords] = {}
 
     def cancel(self, job_id: str) -> bool:
         """Stop the job if it runs here; its record then says cancelled."""
@@ -136,7 +138,7 @@ class JobRunner:
                 # The worker is stopping: the job goes back to the queue and runs again.
                 record.status = JobStatus.QUEUED
                 record.error = "the worker stopped during this attempt; the job will run again"
-                await asyncio.shield(self._records.put(record, ttl))
+                await asyncio.shield(self._writer(job_id).put(record, ttl))
                 raise
             task.uncancel()
             logger.info("job %s (%s) cancelled while running", job_id, job_type.name)
@@ -153,14 +155,16 @@ class JobRunner:
     ) -> Outcome:
         record.status = JobStatus.RUNNING
         record.started_at = utcnow()
-        await self._records.put(record, ttl)
+        writer = AttemptRecords(self._records)
+        self._writers[record.id] = writer
+        writer.announce_running(record, ttl)
         self._activity.started(record)
         logger.info(
             "job %s (%s) started, attempt %d", record.id, job_type.name, record.attempts,
             extra=job_event("job.started", record.id, job_type.name, attempt=record.attempts),
         )  # fmt: skip
         started = time.monotonic()
-        context = JobContext(record, self._records, ttl, self._cpu_pool)
+        context = JobContext(record, writer, ttl, self._cpu_pool)
         try:
             typed_parameters = job_type.parameters.model_validate(parameters)
             async with asyncio.timeout(job_type.timeout):
@@ -210,7 +214,7 @@ class JobRunner:
             record.status = JobStatus.QUEUED
             record.error = message
             self._activity.retried(record)
-            await self._records.put(record, ttl)
+            await self._writer(record.id).put(record, ttl)
             return RetryLater(delay)
         duration = time.monotonic() - started
         logger.warning(
@@ -238,5 +242,9 @@ class JobRunner:
         record.error = error
         record.finished_at = utcnow()
         self._activity.finished(record)
-        await self._records.put(record, ttl)
+        await self._writer(record.id).put(record, ttl)
         return Finished()
+
+    def _writer(self, job_id: str) -> AttemptRecords | RecordStore:
+        """Where this attempt's records go: through its writer once it has started."""
+        return self._writers.get(job_id, self._records)

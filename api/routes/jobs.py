@@ -45,13 +45,12 @@ async def submit(
     job_type: JobType,
     parameters: JobParameters,
     request: Request,
-    response: Response,
     records: RecordStore,
     queue: JobQueue,
     caller: Caller,
     quotas: QuotaLedger,
     settings: Settings,
-) -> JobRecord:
+) -> Response:
     """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
     record = JobRecord(
         id=new_job_id(),
@@ -73,14 +72,15 @@ async def submit(
         extra=job_event("job.submitted", record.id, job_type.name),
     )  # fmt: skip
     await note_submitted(request, record)
-    response.headers["Location"] = request.app.url_path_for("get_job", job_id=record.id)
-    return record
+    return record_response(
+        record, 202, {"Location": request.app.url_path_for("get_job", job_id=record.id)}
+    )
 
 
-def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[JobRecord]]:
+def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[Response]]:
     """An endpoint whose body is this job type's parameter model, so OpenAPI documents it."""
 
-    async def endpoint(**arguments: Any) -> JobRecord:
+    async def endpoint(**arguments: Any) -> Response:
         return await submit(job_type, **arguments)
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -89,7 +89,6 @@ def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[JobRecord]]:
             for name, annotation in (
                 ("parameters", job_type.parameters),
                 ("request", Request),
-                ("response", Response),
                 ("records", RecordsDep),
                 ("queue", QueueDep),
                 ("caller", CallerDep),
@@ -118,6 +117,14 @@ for _job_type in JOB_TYPES.values():
 async def submit_unknown(name: str) -> None:
     """Any name not declared above: a 404 that lists the declared ones."""
     raise UnknownJobTypeError(name, sorted(JOB_TYPES))
+
+
+def record_response(
+    record: JobRecord, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The record as the client sees it, serialized once (by pydantic, without a second
+    validation against the response model: this is the hot path)."""
+    return Response(record.public_json(), status_code, headers, media_type="application/json")
 
 
 async def read_record(records: RecordStore, job_id: str, caller: Caller) -> JobRecord:
@@ -151,10 +158,10 @@ async def get_job(
             "(capped by JOB_WAIT_MAX); the record is returned as it is when they pass.",
         ),
     ] = 0,
-) -> JobRecord:
+) -> Response:
     """The job's record: status, result or error, attempts, times and progress."""
     if wait <= 0:
-        return await read_record(records, job_id, caller)
+        return record_response(await read_record(records, job_id, caller))
     deadline = time.monotonic() + min(wait, settings.job_wait_max)
     # Watch before reading, so that an update between the read and the wait is not missed.
     with events.watch(job_id) as updates:
@@ -163,9 +170,9 @@ async def get_job(
             update = await updates.next(deadline - time.monotonic())
             if update is None:
                 # Time is up: answer with the record as stored, in case an event was lost.
-                return await read_record(records, job_id, caller)
+                return record_response(await read_record(records, job_id, caller))
             record = update
-    return record
+    return record_response(record)
 
 
 @router.delete(
