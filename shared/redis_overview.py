@@ -21,6 +21,8 @@ HEARTBEAT_SECONDS = 2.0
 WORKER_STALE_SECONDS = 3 * HEARTBEAT_SECONDS
 """A worker not heard from for this long is gone (stopped, crashed or cut off from Redis)."""
 
+TRIM_EVERY = 16
+
 
 def workers_key(namespace: str) -> str:
     return f"{namespace}:workers"
@@ -41,6 +43,7 @@ class RedisOverview:
         self._queue_name = queue_name
         self._workers_key = workers_key(namespace)
         self._recent_key = recent_jobs_key(namespace)
+        self._notes = 0
 
     async def queue_depth(self) -> QueueDepth:
         # arq scores each queued job with the time (ms) it is due.
@@ -71,6 +74,12 @@ class RedisOverview:
         return [raw.decode() for raw in ids]
 
     async def note_submitted(self, record: JobRecord) -> None:
+        # Trimmed on every TRIM_EVERY-th note only: the set holds at most that many extra ids
+        # per api process, and a submission costs one command instead of two.
+        self._notes = (self._notes + 1) % TRIM_EVERY
+        if self._notes:
+            await self._client.zadd(self._recent_key, {record.id: record.created_at.timestamp()})
+            return
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.zadd(self._recent_key, {record.id: record.created_at.timestamp()})
             pipe.zremrangebyrank(self._recent_key, 0, -(RECENT_JOBS + 1))

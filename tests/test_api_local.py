@@ -6,6 +6,7 @@ import time
 import httpx
 
 from tests.conftest import client_for, eventually, finished_record, settings_for_test
+from tests.exposition import total
 
 JSON = {"Content-Type": "application/json"}
 
@@ -272,6 +273,21 @@ async def test_queued_job_can_be_cancelled_and_never_runs(namespace: str) -> Non
         after = (await client.get(f"/jobs/{waiting}", params={"wait": 0.5})).json()
         assert after["status"] == "cancelled"
         assert after["started_at"] is None and after["result"] is None
+
+
+async def test_cancelled_jobs_are_counted_once_each_in_the_metrics(
+    local_client: httpx.AsyncClient,
+) -> None:
+    running = (await local_client.post("/jobs/sleep", json={"seconds": 30})).json()["id"]
+
+    async def started() -> bool:
+        return bool((await local_client.get(f"/jobs/{running}")).json()["status"] == "running")
+
+    await eventually(started)
+    await local_client.delete(f"/jobs/{running}")
+    await finished_record(local_client, running)
+    metrics = (await local_client.get("/metrics")).text
+    assert total(metrics, "jobcache_jobs_cancelled_total", job_type="sleep") == 1
 
 
 async def test_finished_job_cannot_be_cancelled(local_client: httpx.AsyncClient) -> None:

@@ -141,7 +141,10 @@ class JobRunner:
                 await asyncio.shield(self._writer(job_id).put(record, ttl))
                 raise
             task.uncancel()
-            logger.info("job %s (%s) cancelled while running", job_id, job_type.name)
+            logger.info(
+                "job %s (%s) cancelled while running", job_id, job_type.name,
+                extra=job_event("job.cancelled", job_id, job_type.name, attempt=attempt),
+            )  # fmt: skip
             return await self._finish(
                 record, ttl, error=CANCELLED_MESSAGE, status=JobStatus.CANCELLED
             )

@@ -9,9 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
+from starlette.background import BackgroundTask
 
 from api.auth import Caller
-from api.deps import CallerDep, EventsDep, QueueDep, QuotasDep, RecordsDep, SettingsDep
+from api.deps import (
+    CallerDep,
+    EventsDep,
+    MetricsDep,
+    QueueDep,
+    QuotasDep,
+    RecordsDep,
+    SettingsDep,
+)
 from api.observability import note_submitted
 from shared.catalog import JOB_TYPES, JobParameters, JobType
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
@@ -71,10 +80,12 @@ async def submit(
         "job %s (%s) submitted", record.id, job_type.name,
         extra=job_event("job.submitted", record.id, job_type.name),
     )  # fmt: skip
-    await note_submitted(request, record)
-    return record_response(
+    response = record_response(
         record, 202, {"Location": request.app.url_path_for("get_job", job_id=record.id)}
     )
+    # Counted and remembered for the dashboard after the answer is sent: not on the hot path.
+    response.background = BackgroundTask(note_submitted, request, record)
+    return response
 
 
 def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[Response]]:
@@ -184,7 +195,7 @@ async def get_job(
     },
 )
 async def cancel_job(
-    job_id: JobId, records: RecordsDep, queue: QueueDep, caller: CallerDep
+    job_id: JobId, records: RecordsDep, queue: QueueDep, caller: CallerDep, metrics: MetricsDep
 ) -> JobRecord:
     """Cancel a queued or running job: it is taken off the queue, or stopped where it runs,
     and its record says `cancelled`. A job that has finished cannot be cancelled."""
@@ -192,11 +203,17 @@ async def cancel_job(
     if record.status.finished:
         raise JobAlreadyFinishedError(record.id, record.status.value)
     await queue.cancel(job_id)
+    if record.status is JobStatus.QUEUED:
+        # A running job is counted by the worker that stops it.
+        metrics.count_cancelled(record.name)
     record.status = JobStatus.CANCELLED
     record.error = CANCELLED_MESSAGE
     record.finished_at = utcnow()
     await records.put(record, records.ttl_for(JOB_TYPES[record.name].result_ttl))
-    logger.info("job %s (%s) cancelled", record.id, record.name)
+    logger.info(
+        "job %s (%s) cancelled", record.id, record.name,
+        extra=job_event("job.cancelled", record.id, record.name, attempt=record.attempts),
+    )  # fmt: skip
     return record
 
 
