@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.response_cache.decorator import NAMESPACE_STATE_KEY
 from api.services import Services
 from shared.errors import BackendUnavailableError
 from shared.logs import REQUEST_LOGGER
@@ -20,7 +21,6 @@ from shared.records import JobRecord
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger(REQUEST_LOGGER)
 
-RESPONSE_CACHE_NAMESPACE = "response_cache_namespace"
 """The request-state key under which a cached endpoint may name its response-cache namespace
 (`request.state.response_cache_namespace`); the hit/miss counter is labelled with it."""
 REDIS_FAILURES = (redis.RedisError, BackendUnavailableError, TimeoutError)
@@ -66,7 +66,7 @@ def count_response_cache(scope: Scope, route: str, result: str) -> None:
     services: Services | None = getattr(scope["app"].state, "services", None)
     if services is None:
         return
-    namespace = str(scope.get("state", {}).get(RESPONSE_CACHE_NAMESPACE, ""))
+    namespace = str(scope.get("state", {}).get(NAMESPACE_STATE_KEY, ""))
     services.metrics.response_cache_requests.labels(namespace, route, result).inc()
 
 

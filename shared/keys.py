@@ -1,10 +1,9 @@
 """How jobcache names what it stores, so that keys read well in RedisInsight.
 
-Every key lives under the cache namespace: `<namespace>:job:<id>` for job records and
-`<namespace>:response:<sha256>` for cached responses.
+Every key lives under the cache namespace: `<namespace>:job:<id>` for job records (cached
+responses are named in api/response_cache/keys.py).
 """
 
-import hashlib
 import re
 import secrets
 
@@ -27,12 +26,6 @@ def namespaced(namespace: str, key: str) -> str:
 
 def job_record_key(job_id: str) -> str:
     return f"job:{job_id}"
-
-
-def response_key(*parts: str) -> str:
-    """A fixed-length key for a response, whatever characters or length its inputs have."""
-    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
-    return f"response:{digest}"
 
 
 def job_events_channel(namespace: str) -> str:

@@ -70,7 +70,7 @@ class RedisOverview:
     async def recent_job_ids(self, limit: int) -> list[str]:
         if limit <= 0:
             return []
-        ids = await self._client.zrevrange(self._recent_key, 0, limit - 1)
+        ids = await self._client.zrevrange(self._recent_key, 0, min(limit, RECENT_JOBS) - 1)
         return [raw.decode() for raw in ids]
 
     async def note_submitted(self, record: JobRecord) -> None:

@@ -4,9 +4,10 @@ The settings are read when arq builds the worker (not when this module is import
 worker that cannot work (local mode, Redis refusing it) exits at once with a message.
 """
 
+import asyncio
 import logging.config
 import multiprocessing
-from collections.abc import ItemsView
+from collections.abc import Coroutine, ItemsView
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,12 @@ from shared.keys import cancel_channel, job_events_channel, wakeup_channel
 from shared.logs import log_config
 from shared.metrics import Metrics
 from shared.records import RecordStore
-from shared.redis_connection import address_options, cache_redis_client, check_redis
+from shared.redis_connection import (
+    address_options,
+    arq_redis_settings,
+    cache_redis_client,
+    check_redis,
+)
 from shared.redis_events import RedisJobEvents
 from shared.redis_queue import job_deserializer, job_serializer
 from shared.redis_quotas import RedisQuotaLedger
@@ -82,8 +88,30 @@ def create_cpu_pool(size: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))
 
 
+def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
+    """Hold a reference to every task until it is done.
+
+    arq starts its SIGTERM grace period as a task it keeps no reference to; the event loop
+    holds tasks only weakly, so a garbage collection could drop it mid-wait, and the worker
+    would then never cut the grace short (seen under load). This task factory keeps every
+    task alive until it finishes.
+    """
+    running: set[asyncio.Future[Any]] = set()
+
+    def create_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **options: Any
+    ) -> asyncio.Future[Any]:
+        task = asyncio.Task(coro, loop=loop, **options)
+        running.add(task)
+        task.add_done_callback(running.discard)
+        return task
+
+    loop.set_task_factory(create_task)  # type: ignore[arg-type]
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    keep_tasks_referenced(asyncio.get_running_loop())
     # arq logs two lines per job; ours say the same and more, so arq's per-job lines show
     # only when debugging.
     logging.getLogger("arq.worker").setLevel(
@@ -148,6 +176,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             **address_options(settings.queue_redis, settings),
             **outage_retry_options(),
         ),
+        # Only for `arq --check`, which reads the health-check key with these settings; the
+        # worker itself uses the pool above.
+        "redis_settings": arq_redis_settings(settings),
         "queue_name": settings.queue_name,
         # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. It is
         # the pause after a read that found work, and how often the loop of a worker busy with
