@@ -82,8 +82,9 @@ def check_redis(settings: Settings) -> None:
 
 
 def cache_redis_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
-    """An asyncio client of the cache's Redis (no I/O until first used)."""
-    return redis.asyncio.Redis(**address_options(settings.cache_redis, settings), **extra)
+    """An asyncio client of the cache's Redis (no I/O until first used); `extra` options
+    replace the defaults."""
+    return redis.asyncio.Redis(**{**address_options(settings.cache_redis, settings), **extra})
 
 
 async def ping(client: redis.asyncio.Redis, settings: Settings) -> None:

@@ -92,9 +92,9 @@ def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
     """Hold a reference to every task until it is done.
 
     arq starts its SIGTERM grace period as a task it keeps no reference to; the event loop
-    holds tasks only weakly, so a garbage collection could drop it mid-wait, and the worker
-    would then never cut the grace short (seen under load). This task factory keeps every
-    task alive until it finishes.
+    holds tasks only weakly, so a garbage collection could drop it mid-wait (the asyncio docs
+    warn of exactly this), and the worker would then never cut the grace short. This task
+    factory keeps every task alive until it finishes.
     """
     running: set[asyncio.Future[Any]] = set()
 
@@ -173,8 +173,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
             default_queue_name=settings.queue_name,
-            **address_options(settings.queue_redis, settings),
-            **outage_retry_options(),
+            **{**address_options(settings.queue_redis, settings), **outage_retry_options()},
         ),
         # Only for `arq --check`, which reads the health-check key with these settings; the
         # worker itself uses the pool above.

@@ -30,10 +30,17 @@ logger = logging.getLogger(__name__)
 
 def outage_retry_options() -> dict[str, Any]:
     """Connection options that retry a command until Redis answers again, backing off to 2 s
-    between tries, so a worker waits out a Redis restart instead of failing its jobs."""
+    between tries, so a worker waits out a Redis restart instead of failing its jobs.
+
+    No socket timeout: redis-py reads under a timeout can swallow a task's cancellation
+    (redis/redis-py#2551, still seen with 5.3 on Python 3.11), and a worker cancels running
+    jobs on SIGTERM and on a client's cancel. TCP keepalive notices a dead peer instead.
+    """
     return {
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=-1),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionError],
+        "socket_timeout": None,
+        "socket_keepalive": True,
     }
 
 
