@@ -23,15 +23,27 @@ pytestmark = pytest.mark.processes
 STARTED = re.compile(r"job (\S+) \((\w+)\) started, attempt (\d+)")
 
 
+# Idle connections are dropped by the client well before uvicorn drops them (after 5 s), so
+# that no request goes out on a connection the server is closing.
+LIMITS = httpx.Limits(max_connections=50, keepalive_expiry=1.0)
+
+
 async def submit_many(url: str, jobs: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """POST every job, 50 at a time; the ids of those accepted with 202."""
-    limits = httpx.Limits(max_connections=50)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    """POST every job, 50 at a time; the ids of those accepted with 202. A POST whose answer
+    was lost on the way is sent again, as a client would (its first copy may also run)."""
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=LIMITS) as client:
         gate = asyncio.Semaphore(50)
 
         async def submit(name: str, parameters: dict[str, Any]) -> str:
             async with gate:
-                response = await client.post(f"/jobs/{name}", json=parameters)
+                for _ in range(3):
+                    try:
+                        response = await client.post(f"/jobs/{name}", json=parameters)
+                        break
+                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                        continue
+                else:
+                    raise AssertionError(f"POST /jobs/{name} lost its answer three times")
                 assert response.status_code == 202, response.text
                 return str(response.json()["id"])
 
@@ -40,9 +52,8 @@ async def submit_many(url: str, jobs: list[tuple[str, dict[str, Any]]]) -> list[
 
 async def wait_all(url: str, job_ids: list[str], within: float = 60) -> list[dict[str, Any]]:
     """Each job's record once it has finished, read with ?wait as a client would."""
-    limits = httpx.Limits(max_connections=50)
     deadline = time.monotonic() + within
-    async with httpx.AsyncClient(base_url=url, timeout=within + 10, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=within + 10, limits=LIMITS) as client:
         gate = asyncio.Semaphore(50)
 
         async def finished(job_id: str) -> dict[str, Any]:
