@@ -72,6 +72,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             queue = RedisQueue(pool, settings.queue_name)
             response_cache = await stack.enter_async_context(open_response_cache(settings))
             overview = RedisOverview(pool, settings.cache_namespace, settings.queue_name)
+            stack.push_async_callback(overview.flush)
             yield Services(
                 settings, cache, records, redis_events, queue, pool, response_cache,
                 metrics=metrics, overview=overview, api_keys=api_keys, quotas=redis_quotas,

@@ -3,6 +3,8 @@
 fan-out below; shared/redis_events.py carries events between processes."""
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
@@ -38,12 +40,42 @@ class JobEvents(Protocol):
         """Receive the updates of one job while the context is open."""
         ...
 
+    def remember(self, record: JobRecord) -> None:
+        """Follow a job just submitted here for a few seconds, so that a client waiting on it
+        through this process needs no read of the store to start with."""
+        ...
+
+    def latest(self, job_id: str) -> JobRecord | None:
+        """The newest record of a job followed since its submission here, if any."""
+        ...
+
+
+REMEMBER_SECONDS = 10.0
+"""How long a process follows the jobs it submitted (a client usually waits on it at once)."""
+
 
 class LocalFanOut:
-    """Hands published records to the watches open in this process."""
+    """Hands published records to the watches open in this process, and keeps the newest
+    record of each job this process submitted in the last REMEMBER_SECONDS."""
 
     def __init__(self) -> None:
         self._watches: dict[str, set[JobWatch]] = {}
+        self._remembered: OrderedDict[str, tuple[float, JobRecord]] = OrderedDict()
+
+    def remember(self, record: JobRecord) -> None:
+        now = time.monotonic()
+        while self._remembered:
+            oldest_id, (until, _) = next(iter(self._remembered.items()))
+            if until > now:
+                break
+            del self._remembered[oldest_id]
+        self._remembered[record.id] = (now + REMEMBER_SECONDS, record)
+
+    def latest(self, job_id: str) -> JobRecord | None:
+        remembered = self._remembered.get(job_id)
+        if remembered is None or remembered[0] <= time.monotonic():
+            return None
+        return remembered[1]
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[JobWatch]:
@@ -58,9 +90,12 @@ class LocalFanOut:
                 self._watches.pop(job_id, None)
 
     def is_watched(self, job_id: str) -> bool:
-        return job_id in self._watches
+        return job_id in self._watches or job_id in self._remembered
 
     def deliver(self, record: JobRecord) -> None:
+        remembered = self._remembered.get(record.id)
+        if remembered is not None:
+            self._remembered[record.id] = (remembered[0], record)
         for job_watch in self._watches.get(record.id, ()):
             job_watch.deliver(record)
 

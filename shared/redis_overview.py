@@ -4,11 +4,15 @@ Workers announce themselves with a heartbeat every HEARTBEAT_SECONDS: their stat
 `<namespace>:worker:<id>` (expiring after WORKER_STALE_SECONDS) and their id in the sorted set
 `<namespace>:workers`, scored by the time of the beat. Reading the live workers is one range of
 that set and one MGET; nothing is ever scanned. The last RECENT_JOBS submitted jobs are the
-sorted set `<namespace>:recent-jobs`, trimmed on each write.
+sorted set `<namespace>:recent-jobs`, written in batches (at most RECENT_JOBS_DELAY after a
+submission) so that a busy api adds no Redis command per job for it.
 """
 
+import asyncio
+import logging
 import time
 
+import redis
 import redis.asyncio
 from arq.utils import timestamp_ms
 
@@ -16,12 +20,15 @@ from shared.overview import RECENT_JOBS, QueueDepth
 from shared.records import JobRecord
 from shared.workers import WorkerStatus
 
+logger = logging.getLogger(__name__)
+
 HEARTBEAT_SECONDS = 2.0
 """How often a worker announces itself: 3 commands in one round trip per beat."""
 WORKER_STALE_SECONDS = 3 * HEARTBEAT_SECONDS
 """A worker not heard from for this long is gone (stopped, crashed or cut off from Redis)."""
 
-TRIM_EVERY = 16
+RECENT_JOBS_DELAY = 0.25
+"""Longest time a submitted job waits to be written to the recent jobs, with others."""
 
 
 def workers_key(namespace: str) -> str:
@@ -43,7 +50,9 @@ class RedisOverview:
         self._queue_name = queue_name
         self._workers_key = workers_key(namespace)
         self._recent_key = recent_jobs_key(namespace)
-        self._notes = 0
+        self._pending: dict[str, float] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def queue_depth(self) -> QueueDepth:
         # arq scores each queued job with the time (ms) it is due.
@@ -74,16 +83,35 @@ class RedisOverview:
         return [raw.decode() for raw in ids]
 
     async def note_submitted(self, record: JobRecord) -> None:
-        # Trimmed on every TRIM_EVERY-th note only: the set holds at most that many extra ids
-        # per api process, and a submission costs one command instead of two.
-        self._notes = (self._notes + 1) % TRIM_EVERY
-        if self._notes:
-            await self._client.zadd(self._recent_key, {record.id: record.created_at.timestamp()})
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._recent_key, {record.id: record.created_at.timestamp()})
-            pipe.zremrangebyrank(self._recent_key, 0, -(RECENT_JOBS + 1))
-            await pipe.execute()
+        self._pending[record.id] = record.created_at.timestamp()
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                RECENT_JOBS_DELAY, self._write_pending
+            )
+
+    async def flush(self) -> None:
+        """Write what is pending now, and wait for every write under way."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._write_pending()
+        await asyncio.gather(*self._writes, return_exceptions=True)
+
+    def _write_pending(self) -> None:
+        self._flush_timer = None
+        pending, self._pending = self._pending, {}
+        write = asyncio.ensure_future(self._write(pending))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def _write(self, pending: dict[str, float]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zadd(self._recent_key, pending)
+                pipe.zremrangebyrank(self._recent_key, 0, -(RECENT_JOBS + 1))
+                await pipe.execute()
+        except (redis.RedisError, OSError) as error:
+            # The jobs are queued all the same; only the dashboard's list misses them.
+            logger.warning("%d jobs are missing from the recent jobs: %r", len(pending), error)
 
     async def announce(self, status: WorkerStatus) -> None:
         """A worker's heartbeat: its status, fresh for WORKER_STALE_SECONDS."""

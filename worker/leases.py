@@ -1,9 +1,9 @@
 """Short leases on running jobs, so that a job whose worker died runs again within seconds.
 
 arq marks a running job with an in-progress key that lives for the longest timeout of any job
-type plus 10 s; only when it expires may another worker take the job. Each worker here cuts
-that key of its running jobs to a few seconds and renews it while the job runs: a dead worker
-stops renewing, and its jobs are free again once their lease runs out.
+type plus 10 s; only when it expires may another worker take the job. A worker here claims a
+job with that key set to its lease instead (worker/pool.py) and renews it while the job runs:
+a dead worker stops renewing, and its jobs are free again once their lease runs out.
 """
 
 import asyncio
@@ -27,8 +27,8 @@ class Leases:
 
     @asynccontextmanager
     async def hold(self, job_id: str) -> AsyncIterator[None]:
-        """Hold the job's lease while the context is open (arq deletes the key when done)."""
-        await self._pool.pexpire(in_progress_key_prefix + job_id, self._lease_ms)
+        """Renew the job's lease while the context is open (arq deletes the key when done).
+        Renewals come every third of the lease, so the first lands well within it."""
         self._held.add(job_id)
         try:
             yield

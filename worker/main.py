@@ -170,6 +170,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "redis_pool": WorkerPool(
             queue_name=settings.queue_name,
             fallback_poll=settings.worker_fallback_poll,
+            lease_seconds=settings.worker_lease,
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
             default_queue_name=settings.queue_name,

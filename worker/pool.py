@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
@@ -53,6 +54,16 @@ class RewatchingPipeline(Pipeline):
     """
 
     _watched: tuple[Any, ...] = ()
+    lease_ms: int | None = None
+    """When set, the in-progress key of a job being claimed lives this long, not arq's."""
+
+    def psetex(self, name: Any, time_ms: Any, value: Any) -> Any:
+        # arq claims a job with an in-progress key that lives for the longest timeout of any
+        # job type plus 10 s; set here, the worker's lease (worker/leases.py) is in force from
+        # the claim on, without a PEXPIRE of its own.
+        if self.lease_ms is not None and str(name).startswith(in_progress_key_prefix):
+            time_ms = min(int(time_ms), self.lease_ms)
+        return super().psetex(name, time_ms, value)
 
     async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         if args[0] == "WATCH":
@@ -69,8 +80,11 @@ class RewatchingPipeline(Pipeline):
 
 
 class WorkerPool(ArqRedis):
-    def __init__(self, *, queue_name: str, fallback_poll: float, **options: Any) -> None:
+    def __init__(
+        self, *, queue_name: str, fallback_poll: float, lease_seconds: float, **options: Any
+    ) -> None:
         super().__init__(**options)
+        self._lease_ms = int(lease_seconds * 1000)
         self._watched_queue = queue_name
         self._fallback_poll = fallback_poll
         self._wakeup = asyncio.Event()
@@ -78,9 +92,11 @@ class WorkerPool(ArqRedis):
         self._last_read: list[bytes] = []
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
-        return RewatchingPipeline(
+        pipeline = RewatchingPipeline(
             self.connection_pool, self.response_callbacks, transaction, shard_hint
         )
+        pipeline.lease_ms = self._lease_ms
+        return pipeline
 
     async def listen_for_wakeups(self, channel: str) -> None:
         self._subscription = Subscription(self, channel, lambda _: self._wakeup.set())

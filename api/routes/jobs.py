@@ -24,7 +24,7 @@ from api.deps import (
 from api.observability import note_submitted
 from shared.catalog import JOB_TYPES, JobParameters, JobType
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
-from shared.events import JobWatch
+from shared.events import JobEvents, JobWatch
 from shared.keys import is_job_id, new_job_id
 from shared.logs import job_event
 from shared.queue import JobQueue
@@ -59,6 +59,7 @@ async def submit(
     caller: Caller,
     quotas: QuotaLedger,
     settings: Settings,
+    events: JobEvents,
 ) -> Response:
     """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
     record = JobRecord(
@@ -71,6 +72,7 @@ async def submit(
     if caller.owner is not None and limits.any:
         await quotas.admit(caller.owner, record.id, limits)
     await records.put(record, records.ttl_for(job_type.result_ttl), announce=False)
+    events.remember(record)
     try:
         await queue.enqueue(job_type, record, parameters.model_dump(mode="json"))
     except BaseException:
@@ -105,6 +107,7 @@ def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[Response]]:
                 ("caller", CallerDep),
                 ("quotas", QuotasDep),
                 ("settings", SettingsDep),
+                ("events", EventsDep),
             )
         ]
     )
@@ -176,7 +179,11 @@ async def get_job(
     deadline = time.monotonic() + min(wait, settings.job_wait_max)
     # Watch before reading, so that an update between the read and the wait is not missed.
     with events.watch(job_id) as updates:
-        record = await read_record(records, job_id, caller)
+        # A job submitted through this process moments ago needs no read of the store: every
+        # change of it since has reached this process.
+        record = events.latest(job_id) or await read_record(records, job_id, caller)
+        if record.owner != caller.owner:
+            record = await read_record(records, job_id, caller)
         while not record.status.finished:
             update = await updates.next(deadline - time.monotonic())
             if update is None:
