@@ -1,4 +1,8 @@
-"""Dependency aliases through which routes reach what the lifespan opened."""
+"""Dependency aliases through which routes reach what the lifespan opened.
+
+They are `async def` although none awaits: FastAPI runs a plain `def` dependency in a thread
+pool, a thread hop per dependency per request on the hot path.
+"""
 
 from typing import Annotated
 
@@ -17,7 +21,7 @@ from shared.records import RecordStore
 from shared.settings import Settings
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -25,44 +29,44 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_cache(services: ServicesDep) -> BaseCache:
+async def get_cache(services: ServicesDep) -> BaseCache:
     return services.cache
 
 
-def get_records(services: ServicesDep) -> RecordStore:
+async def get_records(services: ServicesDep) -> RecordStore:
     return services.records
 
 
-def get_queue(services: ServicesDep) -> JobQueue:
+async def get_queue(services: ServicesDep) -> JobQueue:
     return services.queue
 
 
-def get_events(services: ServicesDep) -> JobEvents:
+async def get_events(services: ServicesDep) -> JobEvents:
     return services.events
 
 
-def get_response_cache(services: ServicesDep) -> ResponseCache:
+async def get_response_cache(services: ServicesDep) -> ResponseCache:
     return services.response_cache
 
 
-def get_metrics(services: ServicesDep) -> Metrics:
+async def get_metrics(services: ServicesDep) -> Metrics:
     return services.metrics
 
 
-def get_overview(services: ServicesDep) -> Overview:
+async def get_overview(services: ServicesDep) -> Overview:
     return services.overview
 
 
-def get_caller(request: Request, services: ServicesDep) -> Caller:
+async def get_caller(request: Request, services: ServicesDep) -> Caller:
     """The caller, by its API key; 401 when keys are configured and it sent none or a wrong one."""
     return services.api_keys.identify(request.headers.get("authorization"))
 
 
-def get_quotas(services: ServicesDep) -> QuotaLedger:
+async def get_quotas(services: ServicesDep) -> QuotaLedger:
     return services.quotas
 
 

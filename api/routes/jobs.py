@@ -17,18 +17,17 @@ from api.deps import (
     EventsDep,
     MetricsDep,
     QueueDep,
-    QuotasDep,
     RecordsDep,
-    SettingsDep,
+    ServicesDep,
 )
 from api.observability import note_submitted
+from api.services import Services
 from shared.catalog import JOB_TYPES, JobParameters, JobType
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
-from shared.events import JobEvents, JobWatch
+from shared.events import JobWatch
 from shared.keys import is_job_id, new_job_id
 from shared.logs import job_event
-from shared.queue import JobQueue
-from shared.quotas import Limits, QuotaLedger
+from shared.quotas import Limits
 from shared.records import (
     CANCELLED_MESSAGE,
     JobRecord,
@@ -37,7 +36,6 @@ from shared.records import (
     RecordStore,
     utcnow,
 )
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +52,11 @@ async def submit(
     job_type: JobType,
     parameters: JobParameters,
     request: Request,
-    records: RecordStore,
-    queue: JobQueue,
+    services: Services,
     caller: Caller,
-    quotas: QuotaLedger,
-    settings: Settings,
-    events: JobEvents,
 ) -> Response:
     """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
+    records, settings = services.records, services.settings
     record = JobRecord(
         id=new_job_id(),
         name=job_type.name,
@@ -70,11 +65,11 @@ async def submit(
     )
     limits = Limits(settings.quota_jobs_in_flight, settings.quota_submissions_per_second)
     if caller.owner is not None and limits.any:
-        await quotas.admit(caller.owner, record.id, limits)
+        await services.quotas.admit(caller.owner, record.id, limits)
     await records.put(record, records.ttl_for(job_type.result_ttl), announce=False)
-    events.remember(record)
+    services.events.remember(record)
     try:
-        await queue.enqueue(job_type, record, parameters.model_dump(mode="json"))
+        await services.queue.enqueue(job_type, record, parameters.model_dump(mode="json"))
     except BaseException:
         await records.delete(record.id)
         raise
@@ -102,12 +97,10 @@ def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[Response]]:
             for name, annotation in (
                 ("parameters", job_type.parameters),
                 ("request", Request),
-                ("records", RecordsDep),
-                ("queue", QueueDep),
+                # One dependency for what the lifespan opened: each one more costs the hot
+                # path a resolution per request.
+                ("services", ServicesDep),
                 ("caller", CallerDep),
-                ("quotas", QuotasDep),
-                ("settings", SettingsDep),
-                ("events", EventsDep),
             )
         ]
     )
@@ -160,9 +153,7 @@ JobId = Annotated[str, Path(description="The id returned when the job was submit
 )
 async def get_job(
     job_id: JobId,
-    records: RecordsDep,
-    events: EventsDep,
-    settings: SettingsDep,
+    services: ServicesDep,
     caller: CallerDep,
     wait: Annotated[
         float,
@@ -174,9 +165,10 @@ async def get_job(
     ] = 0,
 ) -> Response:
     """The job's record: status, result or error, attempts, times and progress."""
+    records, events = services.records, services.events
     if wait <= 0:
         return record_response(await read_record(records, job_id, caller))
-    deadline = time.monotonic() + min(wait, settings.job_wait_max)
+    deadline = time.monotonic() + min(wait, services.settings.job_wait_max)
     # Watch before reading, so that an update between the read and the wait is not missed.
     with events.watch(job_id) as updates:
         # A job submitted through this process moments ago needs no read of the store: every
