@@ -67,9 +67,13 @@ class EmbeddedWorker:
     async def close(self) -> None:
         for timer in self._retry_timers:
             timer.cancel()
-        for consumer in self._consumers:
-            consumer.cancel()
-        await asyncio.gather(*self._consumers, return_exceptions=True)
+        pending = set(self._consumers)
+        while pending:
+            # Cancelled again until done: a cancellation that reaches a consumer in the instant
+            # the job task it awaits ends normally is lost, and the consumer would wait on.
+            for consumer in pending:
+                consumer.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
 
     async def _consume(self) -> None:
         while True:
