@@ -16,7 +16,6 @@ from shared.events import JobEvents
 from shared.metrics import Metrics
 from shared.overview import Overview
 from shared.queue import JobQueue
-from shared.quotas import QuotaLedger
 from shared.records import RecordStore
 from shared.settings import Settings
 
@@ -66,13 +65,8 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
     return services.api_keys.identify(request.headers.get("authorization"))
 
 
-async def get_quotas(services: ServicesDep) -> QuotaLedger:
-    return services.quotas
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
-QuotasDep = Annotated[QuotaLedger, Depends(get_quotas)]
 CacheDep = Annotated[BaseCache, Depends(get_cache)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]

@@ -1,6 +1,5 @@
 """Connecting to Redis: arq's connection settings and a startup check with a clear message."""
 
-import asyncio
 from typing import Any
 
 import redis
@@ -85,12 +84,3 @@ def cache_redis_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
     """An asyncio client of the cache's Redis (no I/O until first used); `extra` options
     replace the defaults."""
     return redis.asyncio.Redis(**{**address_options(settings.cache_redis, settings), **extra})
-
-
-async def ping(client: redis.asyncio.Redis, settings: Settings) -> None:
-    """Ping with a deadline or raise a StartupError saying why."""
-    try:
-        async with asyncio.timeout(settings.redis_connect_timeout + 1):
-            await client.ping()
-    except (redis.RedisError, OSError, TimeoutError) as error:
-        raise explain_redis_error(error, settings) from None

@@ -101,6 +101,17 @@ def test_bad_input_is_never_queued_and_makes_no_keys(deployment: Deployment) -> 
         assert record["result"] == {"message": message}
 
 
+def assert_a_job_runs(settings: dict[str, str], logs: Path) -> None:
+    """An api and a worker with these Redis settings run a job end to end."""
+    environment = child_environment({**settings, "CACHE_BACKEND": "redis", "CPU_WORKERS": "1"})
+    with ExitStack() as stack:
+        served = stack.enter_context(api(environment, logs / "api.log"))
+        stack.enter_context(worker(environment, logs / "worker.log"))
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=30))
+        job_id = client.post("/jobs/echo", json={"message": "hi"}).json()["id"]
+        assert client.get(f"/jobs/{job_id}", params={"wait": 10}).json()["status"] == "succeeded"
+
+
 def test_an_acl_user_can_be_named_and_a_wrong_one_fails_fast(tmp_path: Path) -> None:
     acl = [
         "--user",
@@ -114,23 +125,18 @@ def test_an_acl_user_can_be_named_and_a_wrong_one_fails_fast(tmp_path: Path) -> 
         "&*",
         "+@all",
     ]
-    with redis_server(extra_arguments=acl) as server, ExitStack() as stack:
+    with redis_server(extra_arguments=acl) as server:
         settings = {
             "REDIS_HOST": server.host,
             "REDIS_PORT": str(server.port),
             "REDIS_USERNAME": "jobcache",
             "REDIS_PASSWORD": "s3cret-acl",
-            "CACHE_BACKEND": "redis",
-            "CPU_WORKERS": "1",
         }
-        environment = child_environment(settings)
-        served = stack.enter_context(api(environment, tmp_path / "api.log"))
-        stack.enter_context(worker(environment, tmp_path / "worker.log"))
-        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=30))
-        job_id = client.post("/jobs/echo", json={"message": "acl"}).json()["id"]
-        assert client.get(f"/jobs/{job_id}", params={"wait": 10}).json()["status"] == "succeeded"
+        assert_a_job_runs(settings, tmp_path)
 
-        wrong = child_environment({**settings, "REDIS_USERNAME": "intruder"})
+        wrong = child_environment(
+            {**settings, "CACHE_BACKEND": "redis", "REDIS_USERNAME": "intruder"}
+        )
         exited = run_until_exit("api", api_command(free_port()), wrong, tmp_path / "bad.log")
         assert exited.code != 0
         assert "REDIS_PASSWORD" in exited.output and "s3cret-acl" not in exited.output
@@ -162,23 +168,18 @@ def test_redis_over_tls_runs_jobs_and_an_unknown_ca_fails_fast(tmp_path: Path) -
     tls += ["--tls-cert-file", str(tmp_path / "server.crt")]
     tls += ["--tls-key-file", str(tmp_path / "server.key")]
     tls += ["--tls-ca-cert-file", str(ca_file)]
-    with redis_server(extra_arguments=tls) as server, ExitStack() as stack:
+    with redis_server(extra_arguments=tls) as server:
         settings = {
             "REDIS_HOST": server.host,
             "REDIS_PORT": str(tls_port),
             "REDIS_TLS": "true",
             "REDIS_TLS_CA_FILE": str(ca_file),
-            "CACHE_BACKEND": "redis",
-            "CPU_WORKERS": "1",
         }
-        environment = child_environment(settings)
-        served = stack.enter_context(api(environment, tmp_path / "api.log"))
-        stack.enter_context(worker(environment, tmp_path / "worker.log"))
-        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=30))
-        job_id = client.post("/jobs/echo", json={"message": "tls"}).json()["id"]
-        assert client.get(f"/jobs/{job_id}", params={"wait": 10}).json()["status"] == "succeeded"
+        assert_a_job_runs(settings, tmp_path)
 
-        untrusted = child_environment({**settings, "REDIS_TLS_CA_FILE": ""})
+        untrusted = child_environment(
+            {**settings, "CACHE_BACKEND": "redis", "REDIS_TLS_CA_FILE": ""}
+        )
         exited = run_until_exit("api", api_command(free_port()), untrusted, tmp_path / "no-ca.log")
         assert exited.code != 0 and exited.seconds < 10
         assert f"Redis at 127.0.0.1:{tls_port}" in exited.output

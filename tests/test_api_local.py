@@ -5,6 +5,7 @@ import time
 
 import httpx
 
+from shared.settings import Settings
 from tests.conftest import client_for, eventually, finished_record, settings_for_test
 from tests.exposition import total
 
@@ -136,14 +137,14 @@ async def test_unknown_or_malformed_job_id_is_404(local_client: httpx.AsyncClien
         assert "no job with id" in response.json()["detail"]
 
 
-async def test_record_expires_after_its_ttl(namespace: str) -> None:
-    settings = settings_for_test(
-        cache_backend="local",
-        cache_namespace=namespace,
-        cache_ttl=1,
-        cpu_workers=1,
+def one_second_ttl(namespace: str) -> Settings:
+    return settings_for_test(
+        cache_backend="local", cache_namespace=namespace, cache_ttl=1, cpu_workers=1
     )
-    async with client_for(settings) as client:
+
+
+async def test_record_expires_after_its_ttl(namespace: str) -> None:
+    async with client_for(one_second_ttl(namespace)) as client:
         job_id = (await client.post("/jobs/echo", json={"message": "brief"})).json()["id"]
         await finished_record(client, job_id)
 
@@ -155,13 +156,7 @@ async def test_record_expires_after_its_ttl(namespace: str) -> None:
 
 async def test_unfinished_job_keeps_its_record_past_the_ttl(namespace: str) -> None:
     """CACHE_TTL counts from the end of the job: a job running longer keeps its record."""
-    settings = settings_for_test(
-        cache_backend="local",
-        cache_namespace=namespace,
-        cache_ttl=1,
-        cpu_workers=1,
-    )
-    async with client_for(settings) as client:
+    async with client_for(one_second_ttl(namespace)) as client:
         job_id = (await client.post("/jobs/sleep", json={"seconds": 2.5})).json()["id"]
         record = (await client.get(f"/jobs/{job_id}", params={"wait": 1.8})).json()
         assert record["status"] == "running"
