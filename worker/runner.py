@@ -6,7 +6,6 @@ worker and the embedded worker of the local mode run jobs through it.
 """
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -65,11 +64,10 @@ def describe(error: BaseException, job_type: JobType) -> str:
 
 
 def encode_result(job_type: JobType, result: object) -> Any:
-    """The result as plain JSON data, checked against the declared result model."""
+    """The result as plain JSON data, checked against the declared result model. What JSON
+    cannot hold raises here; a float that is not finite becomes null, as pydantic writes it."""
     validated = job_type.result.model_validate(result, from_attributes=True)
-    data = validated.model_dump(mode="json")
-    json.dumps(data, allow_nan=False)
-    return data
+    return validated.model_dump(mode="json")
 
 
 class JobRunner:
@@ -162,10 +160,11 @@ class JobRunner:
         self._writers[record.id] = writer
         writer.announce_running(record, ttl)
         self._activity.started(record)
-        logger.info(
-            "job %s (%s) started, attempt %d", record.id, job_type.name, record.attempts,
-            extra=job_event("job.started", record.id, job_type.name, attempt=record.attempts),
-        )  # fmt: skip
+        if logger.isEnabledFor(logging.INFO):  # the fields cost time on every job otherwise
+            logger.info(
+                "job %s (%s) started, attempt %d", record.id, job_type.name, record.attempts,
+                extra=job_event("job.started", record.id, job_type.name, attempt=record.attempts),
+            )  # fmt: skip
         started = time.monotonic()
         context = JobContext(record, writer, ttl, self._cpu_pool)
         try:
@@ -185,13 +184,14 @@ class JobRunner:
                 record, ttl, error=f"result could not be encoded as JSON: {error}"
             )
         duration = time.monotonic() - started
-        logger.info(
-            "job %s (%s) succeeded in %.3fs", record.id, job_type.name, duration,
-            extra=job_event(
-                "job.succeeded", record.id, job_type.name,
-                attempt=record.attempts, duration=duration,
-            ),
-        )  # fmt: skip
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "job %s (%s) succeeded in %.3fs", record.id, job_type.name, duration,
+                extra=job_event(
+                    "job.succeeded", record.id, job_type.name,
+                    attempt=record.attempts, duration=duration,
+                ),
+            )  # fmt: skip
         return await self._finish(record, ttl, result=data)
 
     async def _failed(
