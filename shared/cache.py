@@ -9,6 +9,7 @@ from aiocache.serializers import JsonSerializer
 
 from shared.errors import ConfigurationError
 from shared.keys import namespaced
+from shared.redis_connection import address_options
 from shared.settings import Settings
 
 
@@ -35,19 +36,18 @@ def create_cache(
     }
     backend = settings.cache_backend
     if backend == "redis":
-        server = settings.cache_redis
+        # The same connection options as every other client of the cache's Redis.
+        options = address_options(settings.cache_redis, settings)
         return Cache(
             Cache.REDIS,
-            endpoint=server.host,
-            port=server.port,
-            password=server.password.get_secret_value() if server.password else None,
-            db=server.db,
-            create_connection_timeout=settings.redis_connect_timeout,
-            ssl=settings.redis_tls,
+            endpoint=options.pop("host"),
+            port=options.pop("port"),
+            password=options.pop("password"),
+            db=options.pop("db"),
+            create_connection_timeout=options.pop("socket_connect_timeout"),
+            ssl=options.pop("ssl", False),
             connection_pool_kwargs={
-                "username": settings.redis_username,
-                "socket_timeout": settings.redis_connect_timeout,
-                **({"ssl_ca_certs": settings.redis_tls_ca_file} if settings.redis_tls else {}),
+                **options,
                 "health_check_interval": 30,
                 **(connection_options or {}),
             },

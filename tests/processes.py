@@ -71,6 +71,17 @@ def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
     return environment
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM, then SIGKILL if it is still running after `timeout` seconds; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(timeout)
+
+
 class ChildProcess:
     """A started process whose stdout and stderr go to one log file."""
 
@@ -92,14 +103,7 @@ class ChildProcess:
             raise RuntimeError(f"{self.name} exited with code {code} before it was ready")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, then SIGKILL if it is still running after `timeout` seconds."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait(timeout)
+        return terminate(self.process, timeout)
 
 
 def start(
@@ -281,14 +285,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM, as an operator's restart does: Redis writes its append-only file first."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(STOP_TIMEOUT)
+        if self.process is not None:
+            terminate(self.process)
 
     def _answers_ping(self) -> bool:
         assert self.process is not None
