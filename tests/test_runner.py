@@ -5,6 +5,7 @@ cache, which runs jobs through the same runner as the arq worker.
 """
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,14 +13,16 @@ from typing import Any
 import pytest
 
 from shared.cache import create_cache
-from shared.catalog import EchoParameters, EchoResult, JobResult, JobType
+from shared.catalog import ECHO, EchoParameters, EchoResult, JobResult, JobType
 from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
 from shared.records import JobRecord, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
+from worker.attempt_records import AttemptRecords
 from worker.context import JobContext
 from worker.embedded import EmbeddedWorker
+from worker.implementations import IMPLEMENTATIONS as CATALOG_IMPLEMENTATIONS
 from worker.runner import REDELIVERIES, Finished, JobRunner
 
 FLAKY = JobType("flaky", "fails twice", EchoParameters, EchoResult, retries=2, retry_delay=0.01)
@@ -166,3 +169,16 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
     assert record is not None
     assert record.status == "failed"
     assert record.error == "gave up after 5 attempts: the worker stopped during each"
+
+
+async def test_runner_holds_nothing_of_a_job_once_it_has_ended(records: RecordStore) -> None:
+    """A worker runs jobs for weeks: what it kept per job would grow without bound."""
+    with ThreadPoolExecutor(1) as pool:
+        runner = JobRunner(records, CATALOG_IMPLEMENTATIONS, pool)
+        for number in range(3):
+            outcome = await runner.run(
+                ECHO, new_job_id(), {"message": f"hi {number}"}, attempt=1, created_at=utcnow()
+            )
+            assert outcome == Finished()
+        gc.collect()
+        assert [kept for kept in gc.get_objects() if isinstance(kept, AttemptRecords)] == []

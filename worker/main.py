@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from typing import Any
 
+import uvloop
 from arq import Retry
 from arq.worker import Function, func
 
@@ -213,6 +214,17 @@ def settings_for_worker() -> Settings:
     return settings
 
 
+def use_fast_event_loop() -> None:
+    """Give arq's worker uvloop's event loop, as uvicorn gives the api.
+
+    arq's Worker takes the current event loop when it is built, right after it reads these
+    settings. A worker spends most of its time in Redis round trips, where uvloop's socket
+    and callback handling are cheaper: `bench/jobs.py` measured about 30% more jobs per
+    second on one worker with it than with asyncio's own loop.
+    """
+    asyncio.set_event_loop(uvloop.new_event_loop())
+
+
 class _WorkerSettings(dict[str, Any]):
     """arq reads a worker's options from this mapping when it builds the worker; reading the
     settings only then keeps the environment out of import time."""
@@ -221,6 +233,7 @@ class _WorkerSettings(dict[str, Any]):
         settings = settings_for_worker()
         # Before arq logs its first line, so that every line has the chosen format.
         logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+        use_fast_event_loop()
         return worker_options(settings).items()
 
 

@@ -149,6 +149,7 @@ class JobRunner:
         finally:
             self._activity.ended(job_id)
             self._running.pop(job_id, None)
+            self._writers.pop(job_id, None)
             self._cancel_requested.discard(job_id)
 
     async def _attempt(
