@@ -22,7 +22,7 @@ run: $(VENV)/.runtime
 	$(VENV)/bin/uvicorn api.main:app --host $(HOST) --port $(PORT)
 
 worker: $(VENV)/.runtime
-	$(VENV)/bin/arq worker.main.WorkerSettings
+	$(VENV)/bin/python -m worker
 
 test: $(VENV)/.dev lint
 	$(VENV)/bin/pytest

@@ -33,6 +33,7 @@ from arq.connections import RedisSettings, create_pool
 from bench import bare_arq_worker
 from bench.http_client import LoopbackHttp
 from bench.processes import (
+    BIN,
     ProcessGroup,
     start_api,
     start_redis,
@@ -71,7 +72,7 @@ class WorkerKind:
     """How to start one kind of arq worker on the benchmark's Redis."""
 
     name: str
-    settings_path: str
+    command: tuple[str, ...]
     environment: dict[str, str]
     queue_name: str
 
@@ -104,7 +105,7 @@ class Run:
             self.group,
             count,
             name=kind.name,
-            settings_path=kind.settings_path,
+            command=kind.command,
             settings=kind.environment,
             queue_name=kind.queue_name,
             queue_redis=self.queue_redis,
@@ -203,7 +204,7 @@ async def bare_arq(
     queue_name = f"{namespace}-arq-{variant}:queue"
     workers = WorkerKind(
         f"arq-{variant}-worker",
-        f"bench.bare_arq_worker.{'Tuned' if tuned else 'Default'}Settings",
+        (str(BIN / "arq"), f"bench.bare_arq_worker.{'Tuned' if tuned else 'Default'}Settings"),
         {
             bare_arq_worker.REDIS_PORT_VARIABLE: str(redis_port),
             bare_arq_worker.QUEUE_VARIABLE: queue_name,
@@ -236,7 +237,7 @@ async def bench(options: argparse.Namespace, group: ProcessGroup) -> str:
         settings = jobcache_settings(redis_port, namespace)
         environment = jobcache_environment(settings)
         jobcache_workers = WorkerKind(
-            "jobcache-worker", "worker.main.WorkerSettings", environment, settings.queue_name
+            "jobcache-worker", (sys.executable, "-m", "worker"), environment, settings.queue_name
         )
         # One api for the whole run: idle, it sends Redis nothing.
         api, api_port = start_api(group, environment)

@@ -236,7 +236,7 @@ async def start_workers(
     count: int,
     *,
     name: str,
-    settings_path: str,
+    command: Sequence[str],
     settings: Mapping[str, str],
     queue_name: str,
     queue_redis: redis.asyncio.Redis,
@@ -248,7 +248,7 @@ async def start_workers(
     workers: list[Child] = []
     for _ in range(count):
         await queue_redis.delete(health_key)
-        worker = group.start(name, [str(BIN / "arq"), settings_path], settings)
+        worker = group.start(name, command, settings)
         workers.append(worker)
 
         async def has_polled() -> bool:

@@ -172,7 +172,7 @@ def api_command(port: int) -> list[str]:
 
 
 def worker_command() -> list[str]:
-    return [str(BIN / "arq"), "worker.main.WorkerSettings"]
+    return [str(BIN / "python"), "-m", "worker"]
 
 
 class Api(ChildProcess):
@@ -204,7 +204,7 @@ def api(
 
 
 class Worker(ChildProcess):
-    """A running `arq worker.main.WorkerSettings` process."""
+    """A running `python -m worker` process."""
 
     def is_ready(self) -> bool:
         self.fail_if_exited()
@@ -218,7 +218,7 @@ class Worker(ChildProcess):
 def worker(
     environment: Mapping[str, str], log_path: Path, *, name: str = "worker", wait_ready: bool = True
 ) -> Iterator[Worker]:
-    """An arq worker; with `wait_ready=False` it is yielded as soon as it is started, so that
+    """A worker process; with `wait_ready=False` it is yielded as soon as it is started, so that
     several can start at once (call `wait_ready()` on each)."""
     with running(name, worker_command(), environment, log_path) as child:
         started = Worker(child.name, child.process, child.log_path)

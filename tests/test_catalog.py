@@ -1,11 +1,16 @@
 """The job catalog: one declaration per job type, read by the api, the worker and OpenAPI."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from api.main import create_app
 from shared.catalog import JOB_TYPES
 from shared.keys import is_job_id, new_job_id
 from tests.conftest import settings_for_test
 from worker.implementations import IMPLEMENTATIONS
-from worker.main import WorkerSettings, worker_options
+from worker.main import worker_options
 from worker.runner import REDELIVERIES
 
 
@@ -23,10 +28,16 @@ def test_worker_registers_one_arq_function_per_job_type_with_its_timeout() -> No
     assert options["keep_result"] == 0, "arq must not keep a second copy of each result"
 
 
-def test_importing_the_worker_settings_reads_no_settings() -> None:
-    """arq reads WorkerSettings as a mapping when it builds the worker, not at import."""
-    assert isinstance(WorkerSettings, dict)
-    assert dict.__len__(WorkerSettings) == 0
+def test_importing_the_api_and_the_worker_reads_no_settings() -> None:
+    """Settings are read when a process starts: importing its code with settings that would
+    stop it at startup succeeds."""
+    environment = {**os.environ, "CACHE_TTL": "not a number", "JOBCACHE_ENV_FILE": ""}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import api.main, worker.main"],
+        cwd=Path(__file__).parents[1], env=environment, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
 
 
 def test_openapi_documents_each_job_type_with_its_own_parameter_schema() -> None:

@@ -44,7 +44,7 @@ def test_api_and_worker_run_the_readme_commands_against_redis(compose: dict[str,
     readme = (ROOT / "README.md").read_text()
     for name, expected in (
         ("api", "uvicorn api.main:app --host 0.0.0.0 --port 8000"),
-        ("worker", "arq worker.main.WorkerSettings"),
+        ("worker", "python -m worker"),
     ):
         service = compose["services"][name]
         assert command_of(service) == expected

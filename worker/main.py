@@ -1,13 +1,13 @@
-"""arq's entry point: `arq worker.main.WorkerSettings` starts a worker process.
+"""The worker process: `python -m worker` runs `main()`, an arq worker over the job catalog.
 
-The settings are read when arq builds the worker (not when this module is imported), and a
+The settings are read when the worker is built (not when this module is imported), and a
 worker that cannot work (local mode, Redis refusing it) exits at once with a message.
 """
 
 import asyncio
 import logging.config
 import multiprocessing
-from collections.abc import Coroutine, ItemsView
+from collections.abc import Coroutine
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,6 @@ from shared.metrics import Metrics
 from shared.records import RecordStore
 from shared.redis_connection import (
     address_options,
-    arq_redis_settings,
     cache_redis_client,
     check_redis,
 )
@@ -34,7 +33,8 @@ from shared.redis_queue import job_deserializer, job_serializer
 from shared.redis_quotas import RedisQuotaLedger
 from shared.settings import Settings, load_settings
 from shared.subscriptions import Subscription
-from shared.workers import WorkerActivity
+from shared.workers import WorkerActivity, new_worker_id
+from worker.claims import ClaimingWorker
 from worker.implementations import IMPLEMENTATIONS
 from worker.leases import Leases
 from worker.monitoring import start_monitoring
@@ -134,7 +134,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     events = RedisJobEvents(events_client, job_events_channel(settings.cache_namespace))
     quotas = RedisQuotaLedger(events_client, settings.cache_namespace)
     records = RecordStore(cache, settings.cache_ttl, events, quotas)
-    activity = WorkerActivity(Metrics(), concurrency=settings.worker_concurrency)
+    activity = WorkerActivity(
+        Metrics(), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
+    )
     runner = JobRunner(records, IMPLEMENTATIONS, cpu_pool, activity)
     ctx["runner"] = runner
 
@@ -165,21 +167,18 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    """Everything arq's Worker is built from, derived from one settings object."""
+    """Everything the worker is built from, derived from one settings object."""
+    worker_id = new_worker_id()
     return {
         "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
         "redis_pool": WorkerPool(
             queue_name=settings.queue_name,
             fallback_poll=settings.worker_fallback_poll,
-            lease_seconds=settings.worker_lease,
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
             default_queue_name=settings.queue_name,
             **{**address_options(settings.queue_redis, settings), **outage_retry_options()},
         ),
-        # Only for `arq --check`, which reads the health-check key with these settings; the
-        # worker itself uses the pool above.
-        "redis_settings": arq_redis_settings(settings),
         "queue_name": settings.queue_name,
         # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. It is
         # the pause after a read that found work, and how often the loop of a worker busy with
@@ -194,7 +193,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "log_results": False,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "worker_id": worker_id},
+        "worker_id": worker_id,
+        "lease_seconds": settings.worker_lease,
     }
 
 
@@ -214,27 +215,17 @@ def settings_for_worker() -> Settings:
     return settings
 
 
-def use_fast_event_loop() -> None:
-    """Give arq's worker uvloop's event loop, as uvicorn gives the api.
+def main() -> None:
+    """Read the settings, build the worker on uvloop's event loop and run it until SIGTERM or
+    SIGINT, as `arq <settings>` would, with the worker of worker/claims.py.
 
-    arq's Worker takes the current event loop when it is built, right after it reads these
-    settings. A worker spends most of its time in Redis round trips, where uvloop's socket
-    and callback handling are cheaper: `bench/jobs.py` measured about 30% more jobs per
-    second on one worker with it than with asyncio's own loop.
+    uvloop, as uvicorn gives the api: a worker spends most of its time in Redis round trips,
+    where uvloop's socket and callback handling are cheaper (`bench/jobs.py` measured about
+    30% more jobs per second on one worker than with asyncio's own loop). arq's Worker takes
+    the current event loop when it is built.
     """
+    settings = settings_for_worker()
+    # Before arq logs its first line, so that every line has the chosen format.
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     asyncio.set_event_loop(uvloop.new_event_loop())
-
-
-class _WorkerSettings(dict[str, Any]):
-    """arq reads a worker's options from this mapping when it builds the worker; reading the
-    settings only then keeps the environment out of import time."""
-
-    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
-        settings = settings_for_worker()
-        # Before arq logs its first line, so that every line has the chosen format.
-        logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
-        use_fast_event_loop()
-        return worker_options(settings).items()
-
-
-WorkerSettings = _WorkerSettings()
+    ClaimingWorker(**worker_options(settings)).run()

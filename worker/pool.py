@@ -6,9 +6,9 @@ when it finds nothing new, wait for a wake-up that the api publishes on enqueue 
 fallback period, so a lost wake-up only delays a job), then read again. Idle workers thus cost
 Redis a couple of commands per fallback period, and a new job is picked up at once.
 
-Its connections retry every command until Redis answers again. arq itself exits on the first
-connection error; the one place where a retry is not enough is a WATCH that the lost
-connection dropped, which `RewatchingPipeline` sets up again.
+Its connections retry every command until Redis answers again, where arq itself exits on the
+first connection error. (arq's claim, whose WATCH a lost connection would drop, is replaced by
+a script: worker/claims.py.)
 """
 
 import asyncio
@@ -17,12 +17,9 @@ from typing import Any
 
 import redis
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import WatchError
 
 from shared.subscriptions import Subscription
 
@@ -45,58 +42,14 @@ def outage_retry_options() -> dict[str, Any]:
     }
 
 
-class RewatchingPipeline(Pipeline):
-    """A pipeline that, when the connection dies after WATCH, watches the same keys again on a
-    new connection and goes on, where redis-py would raise WatchError (and arq would exit).
-
-    Changes made while the connection was down are not seen by the new WATCH; for arq's use
-    (claiming a job) that can at worst run a job twice, which at-least-once delivery allows.
-    """
-
-    _watched: tuple[Any, ...] = ()
-    lease_ms: int | None = None
-    """When set, the in-progress key of a job being claimed lives this long, not arq's."""
-
-    def psetex(self, name: Any, time_ms: Any, value: Any) -> Any:
-        # arq claims a job with an in-progress key that lives for the longest timeout of any
-        # job type plus 10 s; set here, the worker's lease (worker/leases.py) is in force from
-        # the claim on, without a PEXPIRE of its own.
-        if self.lease_ms is not None and str(name).startswith(in_progress_key_prefix):
-            time_ms = min(int(time_ms), self.lease_ms)
-        return super().psetex(name, time_ms, value)
-
-    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
-        if args[0] == "WATCH":
-            self._watched = args[1:]
-        while True:
-            try:
-                return await super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
-            except WatchError:
-                if args[0] == "WATCH" or not self._watched:
-                    raise
-                logger.warning("connection to Redis lost during a WATCH; watching again")
-                self.watching = False
-                await super().immediate_execute_command("WATCH", *self._watched)  # type: ignore[no-untyped-call]
-
-
 class WorkerPool(ArqRedis):
-    def __init__(
-        self, *, queue_name: str, fallback_poll: float, lease_seconds: float, **options: Any
-    ) -> None:
+    def __init__(self, *, queue_name: str, fallback_poll: float, **options: Any) -> None:
         super().__init__(**options)
-        self._lease_ms = int(lease_seconds * 1000)
         self._watched_queue = queue_name
         self._fallback_poll = fallback_poll
         self._wakeup = asyncio.Event()
         self._subscription: Subscription | None = None
         self._last_read: list[bytes] = []
-
-    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
-        pipeline = RewatchingPipeline(
-            self.connection_pool, self.response_callbacks, transaction, shard_hint
-        )
-        pipeline.lease_ms = self._lease_ms
-        return pipeline
 
     async def listen_for_wakeups(self, channel: str) -> None:
         self._subscription = Subscription(self, channel, lambda _: self._wakeup.set())

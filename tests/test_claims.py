@@ -1,0 +1,92 @@
+"""How a worker claims queued jobs (worker/claims.py), on a real Redis: one script per read
+of the queue, with the checks arq makes per job."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+
+from shared.keys import new_job_id
+from tests.deployments import REDIS_HOST, REDIS_PORT
+from worker.claims import JobClaims
+
+LEASE_SECONDS = 5.0
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def queue(namespace: str) -> str:
+    return f"{namespace}:queue"
+
+
+async def enqueue(client: redis.asyncio.Redis, queue: str, *, due_in_ms: int = 0) -> str:
+    job_id = new_job_id()
+    await client.zadd(queue, {job_id: timestamp_ms() + due_in_ms})
+    return job_id
+
+
+def claims_of(client: redis.asyncio.Redis, queue: str, holder: str) -> JobClaims:
+    return JobClaims(client, queue, holder, LEASE_SECONDS)
+
+
+async def test_a_worker_claims_as_many_jobs_as_it_has_free_slots_in_queue_order(
+    client: redis.asyncio.Redis, queue: str
+) -> None:
+    jobs = [await enqueue(client, queue) for _ in range(3)]
+    first = claims_of(client, queue, "worker-a")
+    second = claims_of(client, queue, "worker-b")
+
+    claimed_first = await first.claim(jobs, free=2)
+    claimed_second = await second.claim(jobs, free=5)
+
+    assert [job_id for job_id, _ in claimed_first] == jobs[:2]
+    assert [job_id for job_id, _ in claimed_second] == jobs[2:]
+    holders = [await client.get(in_progress_key_prefix + job_id) for job_id in jobs]
+    assert holders == [b"worker-a", b"worker-a", b"worker-b"]
+    scores = {job_id: await client.zscore(queue, job_id) for job_id in jobs}
+    assert all(score == scores[job_id] for job_id, score in claimed_first + claimed_second)
+    await client.delete(queue, *(in_progress_key_prefix + job_id for job_id in jobs))
+
+
+async def test_a_held_job_is_held_for_the_lease_and_no_other_worker_takes_it(
+    client: redis.asyncio.Redis, queue: str
+) -> None:
+    job_id = await enqueue(client, queue)
+    assert await claims_of(client, queue, "worker-a").claim([job_id], free=1) != []
+
+    assert await claims_of(client, queue, "worker-b").claim([job_id], free=1) == []
+    lease_left = await client.pttl(in_progress_key_prefix + job_id)
+    assert 0 < lease_left <= LEASE_SECONDS * 1000
+    await client.delete(queue, in_progress_key_prefix + job_id)
+
+
+async def test_a_claim_repeated_by_the_same_worker_takes_the_job_again(
+    client: redis.asyncio.Redis, queue: str
+) -> None:
+    """As when the reply to a claim was lost and the connection's retry sent it again."""
+    job_id = await enqueue(client, queue)
+    claims = claims_of(client, queue, "worker-a")
+    first = await claims.claim([job_id], free=1)
+
+    assert await claims.claim([job_id], free=1) == first
+    await client.delete(queue, in_progress_key_prefix + job_id)
+
+
+async def test_jobs_not_yet_due_or_no_longer_queued_are_not_claimed(
+    client: redis.asyncio.Redis, queue: str
+) -> None:
+    deferred = await enqueue(client, queue, due_in_ms=60_000)  # a retry waiting out its delay
+    finished = await enqueue(client, queue)
+    await client.zrem(queue, finished)
+
+    assert await claims_of(client, queue, "worker-a").claim([deferred, finished], free=2) == []
+    assert await client.exists(*(in_progress_key_prefix + job for job in (deferred, finished))) == 0
+    await client.delete(queue)

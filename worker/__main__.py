@@ -1,0 +1,5 @@
+"""`python -m worker` starts one worker process."""
+
+from worker.main import main
+
+main()
