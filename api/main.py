@@ -32,6 +32,7 @@ from shared.redis_events import RedisJobEvents
 from shared.redis_overview import RedisOverview
 from shared.redis_queue import RedisQueue, open_arq_pool
 from shared.redis_quotas import RedisQuotaLedger
+from shared.redis_records import RedisRecordStore
 from shared.settings import Settings, load_settings
 from shared.workers import WorkerActivity, new_worker_id
 from worker.embedded import EmbeddedWorker
@@ -68,7 +69,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 raise explain_redis_error(error, settings) from None
             stack.push_async_callback(redis_events.close)
             redis_quotas = RedisQuotaLedger(events_client, settings.cache_namespace)
-            records = RecordStore(cache, settings.cache_ttl, redis_events, redis_quotas)
+            records: RecordStore = RedisRecordStore(
+                cache, settings.cache_ttl, redis_events, redis_quotas
+            )
             queue = RedisQueue(pool, settings.queue_name)
             response_cache = await stack.enter_async_context(open_response_cache(settings))
             overview = RedisOverview(pool, settings.cache_namespace, settings.queue_name)

@@ -109,14 +109,16 @@ class RecordStore:
         ttl = result_ttl if record.status.finished else max(result_ttl, UNFINISHED_RECORD_TTL)
         # Serialized once, by pydantic, for both the store and the announcement; what is
         # stored is the same JSON the cache's JsonSerializer reads back.
-        text = record.model_dump_json()
+        await self._store(record, record.model_dump_json(), ttl, announce=announce)
+        if record.status.finished and record.owner is not None and self._quotas is not None:
+            await self._quotas.release(record.owner, record.id)
+
+    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
         await self._cache.set(job_record_key(record.id), text, ttl=ttl, dumps_fn=as_is)
         # Announced only once stored: a client that starts watching after the announcement
         # reads the record from the store and must find this version there.
         if announce:
             await self._events.publish(record, text)
-        if record.status.finished and record.owner is not None and self._quotas is not None:
-            await self._quotas.release(record.owner, record.id)
 
     async def get(self, job_id: str) -> JobRecord | None:
         stored = await self._cache.get(job_record_key(job_id), loads_fn=as_is)

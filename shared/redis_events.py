@@ -2,6 +2,7 @@
 and each api process keeps one subscription that hands them to its local watches."""
 
 import redis.asyncio
+from redis.asyncio.client import Pipeline
 
 from shared.events import LocalFanOut
 from shared.records import JobRecord
@@ -18,7 +19,15 @@ class RedisJobEvents(LocalFanOut):
         self._subscription = Subscription(client, channel, self._dispatch)
 
     async def publish(self, record: JobRecord, text: str) -> None:
-        await self._client.publish(self._channel, f"{record.id} {text}")
+        await self._client.publish(self._channel, self.message(record, text))
+
+    def publish_in(self, pipeline: Pipeline, record: JobRecord, text: str) -> None:
+        """Add the announcement to `pipeline`, a pipeline of a client of the same Redis."""
+        pipeline.publish(self._channel, self.message(record, text))
+
+    @staticmethod
+    def message(record: JobRecord, text: str) -> str:
+        return f"{record.id} {text}"
 
     async def start_listening(self) -> None:
         await self._subscription.start()

@@ -22,7 +22,6 @@ from shared.errors import ConfigurationError, StartupError
 from shared.keys import cancel_channel, job_events_channel, wakeup_channel
 from shared.logs import log_config
 from shared.metrics import Metrics
-from shared.records import RecordStore
 from shared.redis_connection import (
     address_options,
     cache_redis_client,
@@ -31,6 +30,7 @@ from shared.redis_connection import (
 from shared.redis_events import RedisJobEvents
 from shared.redis_queue import job_deserializer, job_serializer
 from shared.redis_quotas import RedisQuotaLedger
+from shared.redis_records import RedisRecordStore
 from shared.settings import Settings, load_settings
 from shared.subscriptions import Subscription
 from shared.workers import WorkerActivity, new_worker_id
@@ -133,7 +133,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["cpu_pool"] = cpu_pool
     events = RedisJobEvents(events_client, job_events_channel(settings.cache_namespace))
     quotas = RedisQuotaLedger(events_client, settings.cache_namespace)
-    records = RecordStore(cache, settings.cache_ttl, events, quotas)
+    records = RedisRecordStore(cache, settings.cache_ttl, events, quotas)
     activity = WorkerActivity(
         Metrics(), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
     )
