@@ -82,7 +82,7 @@ class RedisQueue:
         async with self._pool.pipeline(transaction=False) as pipe:
             pipe.psetex(job_key_prefix + record.id, self._pool.expires_extra_ms, job)
             pipe.zadd(self._queue_name, {record.id: enqueue_time_ms})
-            pipe.publish(self._wakeup_channel, b"")
+            pipe.publish(self._wakeup_channel, record.id)
             await pipe.execute()
 
     async def cancel(self, job_id: str) -> None:

@@ -2,9 +2,10 @@
 a Redis restart instead of letting the worker die.
 
 arq's worker reads its queue with ZRANGEBYSCORE every `poll_delay`. This pool makes that read,
-when it finds nothing new, wait for a wake-up that the api publishes on enqueue (or for the
-fallback period, so a lost wake-up only delays a job), then read again. Idle workers thus cost
-Redis a couple of commands per fallback period, and a new job is picked up at once.
+when it finds nothing new, wait for a wake-up that the api publishes on enqueue, naming the job
+(or for the fallback period, so a lost wake-up only delays a job), then hand arq the jobs the
+wake-ups named, or read again. Idle workers thus cost Redis a couple of commands per fallback
+period, and a new job is picked up at once.
 
 Its connections retry every command until Redis answers again, where arq itself exits on the
 first connection error. (arq's claim, whose WATCH a lost connection would drop, is replaced by
@@ -48,12 +49,19 @@ class WorkerPool(ArqRedis):
         self._watched_queue = queue_name
         self._fallback_poll = fallback_poll
         self._wakeup = asyncio.Event()
+        self._announced: list[bytes] = []
+        """Ids of the jobs whose wake-ups came since the last read of the queue."""
         self._subscription: Subscription | None = None
         self._last_read: list[bytes] = []
 
     async def listen_for_wakeups(self, channel: str) -> None:
-        self._subscription = Subscription(self, channel, lambda _: self._wakeup.set())
+        self._subscription = Subscription(self, channel, self._woken)
         await self._subscription.start()
+
+    def _woken(self, job_id: bytes) -> None:
+        if job_id:
+            self._announced.append(job_id)
+        self._wakeup.set()
 
     async def stop_listening(self) -> None:
         if self._subscription is not None:
@@ -62,8 +70,10 @@ class WorkerPool(ArqRedis):
     async def zrangebyscore(self, name: Any, *args: Any, **kwargs: Any) -> Any:
         if name != self._watched_queue or not (self._subscription and self._subscription.active):
             return await super().zrangebyscore(name, *args, **kwargs)
-        # Cleared before reading: a wake-up that arrives after the read is not lost.
+        # Cleared before reading: a wake-up that arrives after the read is not lost, and one
+        # that came before is for a job this read finds (the api queues, then announces).
         self._wakeup.clear()
+        self._announced.clear()
         job_ids = await super().zrangebyscore(name, *args, **kwargs)
         if job_ids and job_ids != self._last_read:
             self._last_read = job_ids
@@ -75,6 +85,14 @@ class WorkerPool(ArqRedis):
                 await self._wakeup.wait()
         except TimeoutError:
             pass
+        if self._announced:
+            # The jobs the wake-ups named, without reading the queue again: the claim
+            # (worker/claims.py) takes only those still queued and due. Jobs whose wake-ups
+            # were lost are found by the read that starts the next call, which also finds
+            # nothing new in these (running here or, when another worker won them, there).
+            announced, self._announced = self._announced, []
+            self._last_read = [*self._last_read, *announced]
+            return announced
         # arq computed `max` (now) before the wait; a job queued since has a later score.
         self._last_read = await super().zrangebyscore(
             name, *args, **{**kwargs, "max": timestamp_ms()}
