@@ -1,1 +1,2 @@
-"""The worker: arq's WorkerSettings, the runner that turns a job into records, and job code."""
+"""The worker: arq's worker with its claim and wake-ups, the runner that turns a job into
+records, and job code."""
