@@ -28,8 +28,10 @@ class RedisRecordStore(RecordStore):
     async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
         cache = self._redis_cache
         key = cache.build_key(job_record_key(record.id), namespace=cache.namespace)
+        if not announce:
+            await cache.client.set(key, text, ex=ttl)
+            return
         async with cache.client.pipeline(transaction=False) as pipeline:
             pipeline.set(key, text, ex=ttl)
-            if announce:
-                self._redis_events.publish_in(pipeline, record, text)
+            self._redis_events.publish_in(pipeline, record, text)
             await pipeline.execute()
