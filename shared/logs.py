@@ -74,16 +74,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def log_config(level: str, log_format: str = "plain") -> dict[str, Any]:
-    """A dictConfig for jobcache's own loggers. In the plain format every other logger is left
-    as it is; in the JSON format uvicorn's, arq's and the root logger write JSON too, so that
-    every line of the process's output parses."""
+    """A dictConfig for jobcache's own loggers and arq's (the worker is arq's, run by jobcache:
+    worker/main.py). In the plain format every other logger is left as it is; in the JSON
+    format uvicorn's and the root logger write JSON too, so that every line of the process's
+    output parses."""
     handler = {
         "class": "logging.StreamHandler",
         "formatter": log_format,
         "stream": "ext://sys.stderr",
     }
     own = {"handlers": ["jobcache"], "level": level, "propagate": False}
-    loggers: dict[str, Any] = {name: dict(own) for name in ("api", "worker", "shared")}
+    loggers: dict[str, Any] = {name: dict(own) for name in ("api", "worker", "shared", "arq")}
+    # arq logs two lines per job; ours say the same and more, so arq's worker lines show only
+    # when debugging (its warnings and errors always).
+    loggers["arq.worker"] = {"level": "DEBUG" if level == "DEBUG" else "WARNING"}
     config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
@@ -99,7 +103,6 @@ def log_config(level: str, log_format: str = "plain") -> dict[str, Any]:
         loggers["uvicorn.error"] = {"level": level, "propagate": True}
         # Replaced by the api's own request line, which carries the route and the duration.
         loggers["uvicorn.access"] = {"handlers": [], "level": "WARNING", "propagate": False}
-        loggers["arq"] = dict(own)
         loggers[REQUEST_LOGGER] = {"level": level}
         config["root"] = {"handlers": ["jobcache"], "level": "WARNING"}
     else:

@@ -164,6 +164,38 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace_period(
         assert (record["status"], record["attempts"]) == ("succeeded", 1)
 
 
+def test_a_stopping_worker_takes_no_new_job_and_another_worker_runs_it(
+    deployment: Deployment,
+) -> None:
+    """A job queued during a worker's grace period wakes it (it was waiting for work while its
+    last job ran) but is left for a worker that is not stopping."""
+    environment = deployment.environment(WORKER_SHUTDOWN_GRACE="15")
+    with ExitStack() as stack:
+        served = stack.enter_context(api(environment, deployment.logs / "api.log"))
+        # At DEBUG, arq logs when it stops taking jobs.
+        stopping = stack.enter_context(
+            worker({**environment, "LOG_LEVEL": "DEBUG"}, deployment.logs / "stopping.log")
+        )
+        client = stack.enter_context(httpx.Client(base_url=served.url, timeout=30))
+        last_job = deployment.submit(client, "sleep", {"seconds": 2})
+        wait_for(lambda: running(client, last_job), 10, what="the job runs")
+
+        stopping.process.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: "allow_pick_jobs to `False`" in stopping.output(),
+            10,
+            what="the worker stops taking jobs",
+        )
+        new_job = deployment.submit(client, "echo", {"message": "after the stop"})
+        assert stopping.process.wait(20) == 0
+        assert client.get(f"/jobs/{new_job}").json()["status"] == "queued"
+
+        stack.enter_context(worker(environment, deployment.logs / "next.log"))
+        record = client.get(f"/jobs/{new_job}", params={"wait": 20}).json()
+        assert (record["status"], record["attempts"]) == ("succeeded", 1)
+        assert client.get(f"/jobs/{last_job}").json()["status"] == "succeeded"
+
+
 def test_sigterm_past_the_grace_period_puts_the_job_back_for_another_worker(
     deployment: Deployment,
 ) -> None:

@@ -78,6 +78,10 @@ class ClaimingWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim the due jobs among `job_ids` that no worker holds, as many as there are free
         slots, and start each as arq's own `start_jobs` does."""
+        if not self.allow_pick_jobs:
+            # The worker is stopping: the read that found these began before, while it waited
+            # for a wake-up (worker/pool.py).
+            return
         candidates = [job_id.decode() for job_id in job_ids]
         candidates = [job_id for job_id in candidates if job_id not in self.tasks]
         for job_id, score in await self._claims.claim(

@@ -113,12 +113,6 @@ def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     keep_tasks_referenced(asyncio.get_running_loop())
-    # arq logs two lines per job; ours say the same and more, so arq's per-job lines show
-    # only when debugging.
-    logging.getLogger("arq.worker").setLevel(
-        logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
-    )
-    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     pool: WorkerPool = ctx["redis"]
     await pool.listen_for_wakeups(wakeup_channel(settings.queue_name))
     leases = Leases(pool, settings.worker_lease)
@@ -164,6 +158,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["events_client"].aclose()
     if "cpu_pool" in ctx:
         ctx["cpu_pool"].shutdown(wait=False, cancel_futures=True)
+    logger.info("worker stopped")
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
