@@ -50,7 +50,8 @@ class WorkerPool(ArqRedis):
         self._fallback_poll = fallback_poll
         self._wakeup = asyncio.Event()
         self._announced: list[bytes] = []
-        """Ids of the jobs whose wake-ups came since the last read of the queue."""
+        """Ids of the jobs whose wake-ups came during the current read of the queue."""
+        self._reading = False
         self._subscription: Subscription | None = None
         self._last_read: list[bytes] = []
 
@@ -59,7 +60,9 @@ class WorkerPool(ArqRedis):
         await self._subscription.start()
 
     def _woken(self, job_id: bytes) -> None:
-        if job_id:
+        # Kept only while a read waits: a worker busy with max_jobs jobs reads nothing, and
+        # the read it makes once a slot frees finds every job queued meanwhile.
+        if job_id and self._reading:
             self._announced.append(job_id)
         self._wakeup.set()
 
@@ -74,6 +77,13 @@ class WorkerPool(ArqRedis):
         # that came before is for a job this read finds (the api queues, then announces).
         self._wakeup.clear()
         self._announced.clear()
+        self._reading = True
+        try:
+            return await self._read_or_wait(name, *args, **kwargs)
+        finally:
+            self._reading = False
+
+    async def _read_or_wait(self, name: Any, *args: Any, **kwargs: Any) -> Any:
         job_ids = await super().zrangebyscore(name, *args, **kwargs)
         if job_ids and job_ids != self._last_read:
             self._last_read = job_ids
