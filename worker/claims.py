@@ -83,7 +83,9 @@ class ClaimingWorker(Worker):
             # for a wake-up (worker/pool.py).
             return
         candidates = [job_id.decode() for job_id in job_ids]
-        candidates = [job_id for job_id in candidates if job_id not in self.tasks]
+        # Not the jobs running here, which the claim would give this worker again; a job whose
+        # attempt here has ended (a retry now due) may be claimed again.
+        candidates = [job_id for job_id in candidates if not self._running_here(job_id)]
         for job_id, score in await self._claims.claim(
             candidates, free=self.max_jobs - self.job_counter
         ):
@@ -93,3 +95,7 @@ class ClaimingWorker(Worker):
             task = self.loop.create_task(self.run_job(job_id, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    def _running_here(self, job_id: str) -> bool:
+        task = self.tasks.get(job_id)
+        return task is not None and not task.done()
