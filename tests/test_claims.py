@@ -1,16 +1,23 @@
 """How a worker claims queued jobs (worker/claims.py), on a real Redis: one script per read
 of the queue, with the checks arq makes per job."""
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
+from arq import Retry
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
+from arq.worker import func
 
 from shared.keys import new_job_id
+from tests.conftest import eventually
 from tests.deployments import REDIS_HOST, REDIS_PORT
-from worker.claims import JobClaims
+from worker.claims import ClaimingWorker, JobClaims
+from worker.pool import WorkerPool
 
 LEASE_SECONDS = 5.0
 
@@ -90,3 +97,43 @@ async def test_jobs_not_yet_due_or_no_longer_queued_are_not_claimed(
     assert await claims_of(client, queue, "worker-a").claim([deferred, finished], free=2) == []
     assert await client.exists(*(in_progress_key_prefix + job for job in (deferred, finished))) == 0
     await client.delete(queue)
+
+
+# arq's Worker.close() closes its pool with redis-py's deprecated close().
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None:
+    """arq's Retry puts the job back with a later score; the claiming worker takes it again."""
+    tries: list[tuple[int, float]] = []
+
+    async def flaky(ctx: dict[str, Any], message: str) -> str:
+        tries.append((ctx["job_try"], time.monotonic()))
+        if len(tries) == 1:
+            raise Retry(defer=0.3)
+        return message
+
+    pool = WorkerPool(
+        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        default_queue_name=queue,
+    )  # fmt: skip
+    worker = ClaimingWorker(
+        worker_id="worker-a", lease_seconds=LEASE_SECONDS, functions=[func(flaky, name="flaky")],
+        redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0,
+        handle_signals=False,
+    )  # fmt: skip
+    job = await pool.enqueue_job("flaky", "hi", _queue_name=queue)
+    assert job is not None
+    running = asyncio.create_task(worker.async_run())
+    try:
+
+        async def ran_twice() -> bool:
+            return len(tries) == 2 and not await pool.exists(in_progress_key_prefix + job.job_id)
+
+        await eventually(ran_twice)
+        assert await pool.zscore(queue, job.job_id) is None, "the job left the queue as it ended"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await worker.close()
+    (first_try, first_at), (second_try, second_at) = tries
+    assert (first_try, second_try) == (1, 2)
+    assert second_at - first_at >= 0.3
