@@ -215,9 +215,10 @@ def main() -> None:
     SIGINT, as `arq <settings>` would, with the worker of worker/claims.py.
 
     uvloop, as uvicorn gives the api: a worker spends most of its time in Redis round trips,
-    where uvloop's socket and callback handling are cheaper (`bench/jobs.py` measured about
-    30% more jobs per second on one worker than with asyncio's own loop). arq's Worker takes
-    the current event loop when it is built.
+    where uvloop's socket and callback handling are cheaper: through one worker, the
+    benchmark's in-process enqueue path (bench/workloads.py) ran about 30% more jobs per
+    second than on asyncio's own loop. arq's Worker takes the current event loop when it is
+    built.
     """
     settings = settings_for_worker()
     # Before arq logs its first line, so that every line has the chosen format.
