@@ -8,11 +8,14 @@ from shared.redis_events import RedisJobEvents
 
 
 class RedisRecordStore(RecordStore):
-    """Writes each record with the cache's own Redis client, in one pipeline with its
+    """Writes each announced record with the cache's own Redis client, in one pipeline with its
     announcement on the job events, where aiocache's `set` and then a PUBLISH are two round
     trips. The key and the JSON are the ones aiocache's `set` writes, and reads go through the
     cache as before. Redis runs a pipeline's commands in order, so the record is stored before
     it is announced."""
+
+    _cache: RedisCache
+    _events: RedisJobEvents
 
     def __init__(
         self,
@@ -22,16 +25,13 @@ class RedisRecordStore(RecordStore):
         quotas: QuotaRelease | None = None,
     ) -> None:
         super().__init__(cache, default_ttl, events, quotas)
-        self._redis_cache = cache
-        self._redis_events = events
 
     async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
-        cache = self._redis_cache
-        key = cache.build_key(job_record_key(record.id), namespace=cache.namespace)
         if not announce:
-            await cache.client.set(key, text, ex=ttl)
+            await super()._store(record, text, ttl, announce=False)
             return
-        async with cache.client.pipeline(transaction=False) as pipeline:
+        key = self._cache.build_key(job_record_key(record.id), namespace=self._cache.namespace)
+        async with self._cache.client.pipeline(transaction=False) as pipeline:
             pipeline.set(key, text, ex=ttl)
-            self._redis_events.publish_in(pipeline, record, text)
+            self._events.publish_in(pipeline, record, text)
             await pipeline.execute()

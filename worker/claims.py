@@ -73,6 +73,8 @@ class ClaimingWorker(Worker):
     def __init__(self, *, worker_id: str, lease_seconds: float, **options: Any) -> None:
         super().__init__(**options)
         self.worker_id = worker_id
+        # For the startup hook (worker/main.py), which sees only the context.
+        self.ctx["worker_id"] = worker_id
         self._claims = JobClaims(self.pool, self.queue_name, worker_id, lease_seconds)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
@@ -82,10 +84,11 @@ class ClaimingWorker(Worker):
             # The worker is stopping: the read that found these began before, while it waited
             # for a wake-up (worker/pool.py).
             return
-        candidates = [job_id.decode() for job_id in job_ids]
         # Not the jobs running here, which the claim would give this worker again; a job whose
         # attempt here has ended (a retry now due) may be claimed again.
-        candidates = [job_id for job_id in candidates if not self._running_here(job_id)]
+        candidates = [
+            job_id for job_id in map(bytes.decode, job_ids) if not self._running_here(job_id)
+        ]
         for job_id, score in await self._claims.claim(
             candidates, free=self.max_jobs - self.job_counter
         ):

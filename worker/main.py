@@ -163,7 +163,6 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Everything the worker is built from, derived from one settings object."""
-    worker_id = new_worker_id()
     return {
         "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
         "redis_pool": WorkerPool(
@@ -188,8 +187,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "log_results": False,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings, "worker_id": worker_id},
-        "worker_id": worker_id,
+        "ctx": {"settings": settings},
+        "worker_id": new_worker_id(),
         "lease_seconds": settings.worker_lease,
     }
 
