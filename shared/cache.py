@@ -1,6 +1,5 @@
 """The one place that picks the cache backend (Redis or in-memory) from the settings."""
 
-from collections.abc import Mapping
 from typing import Any, assert_never
 
 from aiocache import Cache
@@ -20,13 +19,8 @@ def _build_key(key: str, namespace: str | None = None) -> str:
 def create_cache(
     settings: Settings,
     namespace: str | None = None,
-    *,
-    connection_options: Mapping[str, Any] | None = None,
 ) -> BaseCache:
-    """A namespaced cache with a TTL; both backends store JSON so they behave the same.
-
-    `connection_options` go to the Redis connections; a worker passes a retry policy there.
-    """
+    """A namespaced cache with a TTL; both backends store JSON so they behave the same."""
     namespace = namespace or settings.cache_namespace
     common: dict[str, Any] = {
         "ttl": settings.cache_ttl,
@@ -49,7 +43,6 @@ def create_cache(
             connection_pool_kwargs={
                 **options,
                 "health_check_interval": 30,
-                **(connection_options or {}),
             },
             # No per-call timer task (aiocache's default is 5 s): the connection's own socket
             # timeout bounds each call, and a worker's retry policy may outlast it on purpose.

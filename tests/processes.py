@@ -7,6 +7,7 @@ that a failed test leaves no process behind.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -123,6 +124,18 @@ def start(
     return ChildProcess(name, process, log_path)
 
 
+NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|Error\b")
+
+
+def notable_lines(output: str, limit: int = 30) -> str:
+    """The lines of a process's output that say something went wrong, at most `limit` of them
+    (the first ones: what went wrong first explains the rest)."""
+    lines = [line for line in output.splitlines() if NOTABLE.search(line)]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
+    return "\n".join(lines) or "(none)"
+
+
 @contextmanager
 def running(
     name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path
@@ -132,8 +145,13 @@ def running(
     try:
         yield child
     except BaseException as error:
-        # A failing test shows what the process said, not only what the test saw.
-        error.add_note(f"--- {name} output ({log_path}), last lines:\n{child.output()[-4000:]}")
+        # A failing test shows what the process said, not only what the test saw: its warnings
+        # and errors first (a job's failure may be far from the end), then its last lines.
+        output = child.output()
+        error.add_note(
+            f"--- {name} output ({log_path}), warnings and errors:\n{notable_lines(output)}\n"
+            f"--- {name} output, last lines:\n{output[-3000:]}"
+        )
         raise
     finally:
         child.stop()

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 
 from tests.deployments import Deployment, start_all
 from tests.processes import Worker, api, child_environment, redis_server, wait_for, worker
@@ -72,6 +74,24 @@ async def wait_all(url: str, job_ids: list[str], within: float = 60) -> list[dic
                     await asyncio.sleep(0.2)
 
         return await asyncio.gather(*(finished(job_id) for job_id in job_ids))
+
+
+def arq_view(client: redis.Redis, queue: str, job_ids: list[str]) -> str:
+    """What arq holds of each job still on the queue or held by a worker: for a failing test,
+    whether a job that never finished was still queued, held (by whom) or gone."""
+    lines = []
+    for job_id in job_ids:
+        score = client.zscore(queue, job_id)
+        holder = client.get(in_progress_key_prefix + job_id)
+        if score is None and holder is None:
+            continue
+        lines.append(
+            f"{job_id}: queued at {score}, held by {holder} "
+            f"for {client.pttl(in_progress_key_prefix + job_id)} ms more, "
+            f"delivered {client.get(retry_key_prefix + job_id)} times, "
+            f"job data {'kept' if client.exists(job_key_prefix + job_id) else 'gone'}"
+        )
+    return "--- arq's view of the unfinished jobs:\n" + ("\n".join(lines) or "(none)")
 
 
 def starts_per_job(logs: list[Path]) -> Counter[str]:
@@ -265,5 +285,9 @@ def test_redis_restart_under_load_loses_no_accepted_job(tmp_path: Path) -> None:
         wait_for(accepts, 15, what="the api accepts jobs again")
         accepted += asyncio.run(submit_many(served.url, batch(150)))
 
-        records = asyncio.run(wait_all(served.url, accepted, within=60))
+        try:
+            records = asyncio.run(wait_all(served.url, accepted, within=60))
+        except AssertionError as error:
+            error.add_note(arq_view(server.client(), "restart:queue", accepted))
+            raise
         assert [record["status"] for record in records] == ["succeeded"] * 300

@@ -168,7 +168,10 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
     record = await records.get(job_id)
     assert record is not None
     assert record.status == "failed"
-    assert record.error == "gave up after 5 attempts: the worker stopped during each"
+    assert record.error == (
+        "gave up after 5 attempts: each ended without an outcome "
+        "(its worker stopped, or could not record it)"
+    )
 
 
 async def test_runner_holds_nothing_of_a_job_once_it_has_ended(records: RecordStore) -> None:

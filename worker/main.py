@@ -38,7 +38,8 @@ from worker.claims import ClaimingWorker
 from worker.implementations import IMPLEMENTATIONS
 from worker.leases import Leases
 from worker.monitoring import start_monitoring
-from worker.pool import WorkerPool, outage_retry_options
+from worker.outages import ride_out_outages
+from worker.pool import WorkerPool
 from worker.runner import REDELIVERIES, JobRunner, RetryLater
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 # arq needs a moment past the job's own timeout so that the runner's timeout, which writes a
 # readable failed record, always fires first.
 ARQ_TIMEOUT_MARGIN = 5.0
+
+# Seconds before a job whose attempt could not record its outcome runs again.
+UNRECORDED_RETRY_DELAY = 1.0
 
 
 def arq_function(job_type: JobType) -> Function:
@@ -60,15 +64,26 @@ def arq_function(job_type: JobType) -> Function:
     ) -> None:
         runner: JobRunner = ctx["runner"]
         leases: Leases = ctx["leases"]
-        async with leases.hold(job_id):
-            outcome = await runner.run(
-                job_type,
-                job_id,
-                parameters,
-                attempt=ctx["job_try"],
-                created_at=datetime.fromisoformat(created_at),
-                owner=owner,
-            )
+        try:
+            async with leases.hold(job_id):
+                outcome = await runner.run(
+                    job_type,
+                    job_id,
+                    parameters,
+                    attempt=ctx["job_try"],
+                    created_at=datetime.fromisoformat(created_at),
+                    owner=owner,
+                )
+        except Exception:
+            # The runner turns whatever the job raises into its record, so what arrives here
+            # is a failure to record the outcome. arq would end the job and take it off the
+            # queue while its record still said queued or running: it runs again instead,
+            # and the runner ends it failed once the deliveries run out.
+            logger.exception(
+                "job %s (%s): attempt %d ended without its outcome recorded; it will run again",
+                job_id, job_type.name, ctx["job_try"],
+            )  # fmt: skip
+            raise Retry(defer=UNRECORDED_RETRY_DELAY) from None
         if isinstance(outcome, RetryLater):
             raise Retry(defer=outcome.delay)
 
@@ -119,8 +134,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     leases.start()
     ctx["leases"] = leases
     # A worker waits out a Redis restart: every write of a record is retried until it lands.
-    cache = create_cache(settings, connection_options=outage_retry_options())
-    events_client = cache_redis_client(settings, **outage_retry_options())
+    cache = create_cache(settings)
+    events_client = cache_redis_client(settings)
+    ride_out_outages(cache.client.connection_pool)
+    ride_out_outages(events_client.connection_pool)
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     ctx["cache"] = cache
     ctx["events_client"] = events_client
@@ -171,7 +188,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
             default_queue_name=settings.queue_name,
-            **{**address_options(settings.queue_redis, settings), **outage_retry_options()},
+            **address_options(settings.queue_redis, settings),
         ),
         "queue_name": settings.queue_name,
         # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. It is

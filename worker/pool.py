@@ -7,45 +7,28 @@ when it finds nothing new, wait for a wake-up that the api publishes on enqueue,
 wake-ups named, or read again. Idle workers thus cost Redis a couple of commands per fallback
 period, and a new job is picked up at once.
 
-Its connections retry every command until Redis answers again, where arq itself exits on the
-first connection error. (arq's claim, whose WATCH a lost connection would drop, is replaced by
-a script: worker/claims.py.)
+Its connections retry every command until Redis answers again (worker/outages.py), where arq
+itself exits on the first connection error. (arq's claim, whose WATCH a lost connection would
+drop, is replaced by a script: worker/claims.py.)
 """
 
 import asyncio
 import logging
 from typing import Any
 
-import redis
 from arq.connections import ArqRedis
 from arq.utils import timestamp_ms
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from shared.subscriptions import Subscription
+from worker.outages import ride_out_outages
 
 logger = logging.getLogger(__name__)
-
-
-def outage_retry_options() -> dict[str, Any]:
-    """Connection options that retry a command until Redis answers again, backing off to 2 s
-    between tries, so a worker waits out a Redis restart instead of failing its jobs.
-
-    No socket timeout: redis-py reads under a timeout can swallow a task's cancellation
-    (redis/redis-py#2551, still seen with 5.3 on Python 3.11), and a worker cancels running
-    jobs on SIGTERM and on a client's cancel. TCP keepalive notices a dead peer instead.
-    """
-    return {
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=-1),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError, ConnectionError],
-        "socket_timeout": None,
-        "socket_keepalive": True,
-    }
 
 
 class WorkerPool(ArqRedis):
     def __init__(self, *, queue_name: str, fallback_poll: float, **options: Any) -> None:
         super().__init__(**options)
+        ride_out_outages(self.connection_pool)
         self._watched_queue = queue_name
         self._fallback_poll = fallback_poll
         self._wakeup = asyncio.Event()

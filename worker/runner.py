@@ -120,11 +120,13 @@ class JobRunner:
             owner=owner,
         )
         if attempt > job_type.max_attempts + REDELIVERIES:
-            # Every earlier delivery ended with its worker dying or stopping mid-attempt.
+            # Every earlier delivery ended without an outcome: its worker died or stopped
+            # mid-attempt, or could not write the record (worker/main.py).
             return await self._finish(
                 record,
                 ttl,
-                error=f"gave up after {attempt - 1} attempts: the worker stopped during each",
+                error=f"gave up after {attempt - 1} attempts: each ended without an outcome "
+                "(its worker stopped, or could not record it)",
             )
         task = asyncio.current_task()
         assert task is not None

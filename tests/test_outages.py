@@ -1,0 +1,129 @@
+"""A worker rides out Redis going away: its clients wait until Redis answers again, and an
+attempt whose outcome could not be written runs again instead of vanishing from the queue."""
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import pytest
+import redis.asyncio
+from arq.constants import in_progress_key_prefix
+
+from shared.cache import create_cache
+from shared.catalog import ECHO
+from shared.events import MemoryJobEvents
+from shared.keys import new_job_id
+from shared.records import JobRecord, JobStatus, RecordStore, utcnow
+from tests.conftest import eventually, settings_for_test
+from tests.deployments import REDIS_HOST, REDIS_PORT
+from tests.processes import redis_server
+from worker.claims import ClaimingWorker
+from worker.implementations import IMPLEMENTATIONS
+from worker.leases import Leases
+from worker.main import arq_function
+from worker.outages import ride_out_outages
+from worker.pool import WorkerPool
+from worker.runner import JobRunner
+
+
+async def test_a_worker_client_waits_out_a_redis_that_resets_its_connection_mid_handshake() -> None:
+    """A Redis that is shutting down completes TCP connects in its backlog and then resets
+    them unanswered; the command waits for the Redis that comes back on the same port."""
+    with redis_server() as server:
+        server.stop()
+        loop = asyncio.get_running_loop()
+        with socket.create_server((server.host, server.port)) as dying:
+            dying.setblocking(False)
+            client = redis.asyncio.Redis(host=server.host, port=server.port)
+            ride_out_outages(client.connection_pool)
+            write = asyncio.create_task(client.set("key", "value"))
+            connection, _ = await loop.sock_accept(dying)
+            with connection:
+                assert await loop.sock_recv(connection, 1024), "the client began its handshake"
+                # Reset, not closed: SO_LINGER with a zero timeout.
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await asyncio.sleep(0.2)
+        assert not write.done(), f"the command gave up while Redis was away: {write}"
+        server.start()
+        try:
+            assert await asyncio.wait_for(write, 10) is True
+            assert server.client().get("key") == "value"
+        finally:
+            await client.aclose()
+
+
+class LosesOneFinalWrite(RecordStore):
+    """A record store whose first write of a finished record fails, as a write can when Redis
+    goes away in a way no retry covers."""
+
+    lost = False
+
+    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
+        if record.status.finished and not self.lost:
+            self.lost = True
+            raise redis.ConnectionError("Error while reading: Connection reset by peer")
+        await super()._store(record, text, ttl, announce=announce)
+
+
+@pytest.fixture
+async def pool(namespace: str) -> AsyncIterator[WorkerPool]:
+    queue = f"{namespace}:queue"
+    pool = WorkerPool(
+        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        default_queue_name=queue,
+    )  # fmt: skip
+    yield pool
+    await pool.aclose()
+
+
+# arq's Worker.close() closes its pool with redis-py's deprecated close().
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_an_attempt_whose_outcome_could_not_be_written_runs_again(
+    namespace: str, pool: WorkerPool
+) -> None:
+    records = LosesOneFinalWrite(
+        create_cache(settings_for_test(cache_backend="local", cache_namespace=namespace)),
+        60,
+        MemoryJobEvents(),
+    )
+    with ThreadPoolExecutor(1) as cpu_pool:
+        runner = JobRunner(records, IMPLEMENTATIONS, cpu_pool)
+        worker = ClaimingWorker(
+            worker_id="worker-a", lease_seconds=5, functions=[arq_function(ECHO)],
+            redis_pool=pool, queue_name=pool.default_queue_name, poll_delay=0.001,
+            keep_result=0, handle_signals=False,
+            ctx={"runner": runner, "leases": Leases(pool, 5)},
+        )  # fmt: skip
+        job_id = new_job_id()
+        created_at: datetime = utcnow()
+        await pool.enqueue_job(
+            "echo", job_id, {"message": "kept"}, created_at.isoformat(), None, _job_id=job_id
+        )
+        running = asyncio.create_task(worker.async_run())
+        try:
+
+            async def ended() -> JobRecord | None:
+                record = await records.get(job_id)
+                return record if record is not None and record.status.finished else None
+
+            record = await eventually(ended)
+            assert (record.status, record.result, record.attempts) == (
+                JobStatus.SUCCEEDED,
+                {"message": "kept"},
+                2,
+            )
+            assert records.lost, "the first attempt's final write was the one lost"
+
+            async def left_the_queue() -> bool:
+                queued = await pool.zscore(pool.default_queue_name, job_id)
+                held = await pool.exists(in_progress_key_prefix + job_id)
+                return queued is None and not held
+
+            await eventually(left_the_queue)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await worker.close()

@@ -1,0 +1,63 @@
+"""How a worker's Redis clients ride out a Redis restart: every command waits until Redis
+answers again, where arq (and redis-py by default) would raise on the first connection error.
+
+redis-py retries a command under its connection's retry policy, but it connects outside that
+retry: the pool connects a connection before handing it over, and the handshake that follows
+the TCP connect (CLIENT SETINFO, SELECT) is retried nowhere (redis/redis-py#1789). A Redis
+that is shutting down still completes TCP connects in its listen backlog, then resets them
+unanswered; a worker that opened a connection in that moment would get the error raised into
+its job's final record write, or into arq's own step, and the job would end with its record
+still saying `queued`. The connections here retry the whole connect, handshake included.
+"""
+
+import redis
+import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+
+class _RetriedConnect(AbstractConnection):
+    async def connect(self) -> None:
+        await self.retry.call_with_retry(super().connect, self._connect_failed)
+
+    async def _connect_failed(self, error: BaseException) -> None:
+        await self.disconnect()
+
+
+class OutageRetryingConnection(_RetriedConnect, redis.asyncio.Connection):
+    """A TCP connection whose connect, handshake included, retries under its policy."""
+
+
+class OutageRetryingSSLConnection(_RetriedConnect, redis.asyncio.SSLConnection):
+    """The same over TLS."""
+
+
+_RETRYING_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    redis.asyncio.Connection: OutageRetryingConnection,
+    redis.asyncio.SSLConnection: OutageRetryingSSLConnection,
+}
+
+
+def ride_out_outages(pool: redis.asyncio.ConnectionPool) -> None:
+    """Make every connection `pool` opens from now on wait out a Redis outage: it retries each
+    command, and its own connect, until Redis answers again, backing off to 2 s between tries.
+    Called on the pool of each client a worker builds (arq's, the cache's, the events'), before
+    its first connection.
+
+    No socket timeout: redis-py reads under a timeout can swallow a task's cancellation
+    (redis/redis-py#2551, still seen with 5.3 on Python 3.11), and a worker cancels running
+    jobs on SIGTERM and on a client's cancel. TCP keepalive notices a dead peer instead.
+    """
+    try:
+        pool.connection_class = _RETRYING_CLASSES[pool.connection_class]
+    except KeyError:
+        raise TypeError(
+            f"a worker's Redis connections are TCP or TLS, not {pool.connection_class.__name__}"
+        ) from None
+    pool.connection_kwargs.update(
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=-1),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError],
+        socket_timeout=None,
+        socket_keepalive=True,
+    )
