@@ -1,19 +1,20 @@
-"""A worker rides out Redis going away: its clients wait until Redis answers again, and an
-attempt whose outcome could not be written runs again instead of vanishing from the queue."""
+"""A worker rides out Redis going away: its clients wait until Redis answers again, a record
+write that waits longer than the job's timeout still lands, and an attempt whose outcome could
+not be written runs again instead of vanishing from the queue."""
 
 import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from typing import Any
 
 import pytest
 import redis.asyncio
 from arq.constants import in_progress_key_prefix
 
 from shared.cache import create_cache
-from shared.catalog import ECHO
+from shared.catalog import ECHO, EchoParameters, EchoResult, JobType
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
 from shared.records import JobRecord, JobStatus, RecordStore, utcnow
@@ -29,7 +30,7 @@ from worker.pool import WorkerPool
 from worker.runner import JobRunner
 
 
-async def test_a_worker_client_waits_out_a_redis_that_resets_its_connection_mid_handshake() -> None:
+async def test_a_worker_client_waits_out_a_redis_that_resets_it_mid_handshake() -> None:
     """A Redis that is shutting down completes TCP connects in its backlog and then resets
     them unanswered; the command waits for the Redis that comes back on the same port."""
     with redis_server() as server:
@@ -55,6 +56,12 @@ async def test_a_worker_client_waits_out_a_redis_that_resets_its_connection_mid_
             await client.aclose()
 
 
+OUTAGE_SECONDS = 6.0
+"""Far longer than the timeout of the job type below."""
+
+QUICK = JobType("quick", "echoes", EchoParameters, EchoResult, timeout=0.3)
+
+
 class LosesOneFinalWrite(RecordStore):
     """A record store whose first write of a finished record fails, as a write can when Redis
     goes away in a way no retry covers."""
@@ -65,6 +72,19 @@ class LosesOneFinalWrite(RecordStore):
         if record.status.finished and not self.lost:
             self.lost = True
             raise redis.ConnectionError("Error while reading: Connection reset by peer")
+        await super()._store(record, text, ttl, announce=announce)
+
+
+class WaitsOutAnOutage(RecordStore):
+    """A record store whose first write of a finished record lands only after OUTAGE_SECONDS,
+    as the worker's retried write does while Redis restarts."""
+
+    waited = False
+
+    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
+        if record.status.finished and not self.waited:
+            self.waited = True
+            await asyncio.sleep(OUTAGE_SECONDS)
         await super()._store(record, text, ttl, announce=announce)
 
 
@@ -79,29 +99,24 @@ async def pool(namespace: str) -> AsyncIterator[WorkerPool]:
     await pool.aclose()
 
 
-# arq's Worker.close() closes its pool with redis-py's deprecated close().
-@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
-async def test_an_attempt_whose_outcome_could_not_be_written_runs_again(
-    namespace: str, pool: WorkerPool
-) -> None:
-    records = LosesOneFinalWrite(
-        create_cache(settings_for_test(cache_backend="local", cache_namespace=namespace)),
-        60,
-        MemoryJobEvents(),
-    )
+async def run_one_job(
+    pool: WorkerPool, records: RecordStore, job_type: JobType, within: float = 10.0
+) -> JobRecord:
+    """Enqueue one job as the api does, run the worker until the job's record says it ended
+    and arq has taken it off the queue; its final record."""
     with ThreadPoolExecutor(1) as cpu_pool:
-        runner = JobRunner(records, IMPLEMENTATIONS, cpu_pool)
+        runner = JobRunner(records, {job_type.name: IMPLEMENTATIONS["echo"]}, cpu_pool)
         worker = ClaimingWorker(
-            worker_id="worker-a", lease_seconds=5, functions=[arq_function(ECHO)],
+            worker_id="worker-a", lease_seconds=5, functions=[arq_function(job_type)],
             redis_pool=pool, queue_name=pool.default_queue_name, poll_delay=0.001,
             keep_result=0, handle_signals=False,
             ctx={"runner": runner, "leases": Leases(pool, 5)},
         )  # fmt: skip
         job_id = new_job_id()
-        created_at: datetime = utcnow()
         await pool.enqueue_job(
-            "echo", job_id, {"message": "kept"}, created_at.isoformat(), None, _job_id=job_id
-        )
+            job_type.name, job_id, {"message": "kept"}, utcnow().isoformat(), None,
+            _job_id=job_id,
+        )  # fmt: skip
         running = asyncio.create_task(worker.async_run())
         try:
 
@@ -109,21 +124,49 @@ async def test_an_attempt_whose_outcome_could_not_be_written_runs_again(
                 record = await records.get(job_id)
                 return record if record is not None and record.status.finished else None
 
-            record = await eventually(ended)
-            assert (record.status, record.result, record.attempts) == (
-                JobStatus.SUCCEEDED,
-                {"message": "kept"},
-                2,
-            )
-            assert records.lost, "the first attempt's final write was the one lost"
-
             async def left_the_queue() -> bool:
                 queued = await pool.zscore(pool.default_queue_name, job_id)
                 held = await pool.exists(in_progress_key_prefix + job_id)
                 return queued is None and not held
 
+            record: JobRecord = await eventually(ended, within)
             await eventually(left_the_queue)
+            return record
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             await worker.close()
+
+
+def memory_cache(namespace: str) -> Any:
+    return create_cache(settings_for_test(cache_backend="local", cache_namespace=namespace))
+
+
+# arq's Worker.close() closes its pool with redis-py's deprecated close().
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_an_attempt_whose_outcome_could_not_be_written_runs_again(
+    namespace: str, pool: WorkerPool
+) -> None:
+    records = LosesOneFinalWrite(memory_cache(namespace), 60, MemoryJobEvents())
+    record = await run_one_job(pool, records, ECHO)
+    assert records.lost, "the first attempt's final write was the one lost"
+    assert (record.status, record.result, record.attempts) == (
+        JobStatus.SUCCEEDED,
+        {"message": "kept"},
+        2,
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_a_final_write_that_waits_out_a_long_outage_still_ends_the_job(
+    namespace: str, pool: WorkerPool
+) -> None:
+    """arq's own timeout must not cut off a record write that outlasts the job's timeout."""
+    records = WaitsOutAnOutage(memory_cache(namespace), 60, MemoryJobEvents())
+    record = await run_one_job(pool, records, QUICK, within=OUTAGE_SECONDS + 10)
+    assert records.waited
+    assert (record.status, record.result, record.attempts) == (
+        JobStatus.SUCCEEDED,
+        {"message": "kept"},
+        1,
+    )

@@ -22,6 +22,7 @@ from shared.errors import ConfigurationError, StartupError
 from shared.keys import cancel_channel, job_events_channel, wakeup_channel
 from shared.logs import log_config
 from shared.metrics import Metrics
+from shared.records import UNFINISHED_RECORD_TTL
 from shared.redis_connection import (
     address_options,
     cache_redis_client,
@@ -44,9 +45,11 @@ from worker.runner import REDELIVERIES, JobRunner, RetryLater
 
 logger = logging.getLogger(__name__)
 
-# arq needs a moment past the job's own timeout so that the runner's timeout, which writes a
-# readable failed record, always fires first.
-ARQ_TIMEOUT_MARGIN = 5.0
+# arq's own timeout on an attempt, which is not the job's: the runner cuts the job's code off at
+# the job type's timeout and records it. arq's would also cut off the record writes that wait
+# out a Redis restart, and arq would then end the job as failed while its record said it would
+# run again. A day, the longest a job may wait to start, leaves it a backstop only.
+ARQ_BACKSTOP_TIMEOUT = float(UNFINISHED_RECORD_TTL)
 
 # Seconds before a job whose attempt could not record its outcome runs again.
 UNRECORDED_RETRY_DELAY = 1.0
@@ -90,7 +93,7 @@ def arq_function(job_type: JobType) -> Function:
     return func(
         run,
         name=job_type.name,
-        timeout=job_type.timeout + ARQ_TIMEOUT_MARGIN,
+        timeout=ARQ_BACKSTOP_TIMEOUT,
         # One delivery more than the runner accepts, so that the runner, not arq, ends a job
         # whose workers kept dying: its record then says failed instead of staying running.
         max_tries=job_type.max_attempts + REDELIVERIES + 1,
