@@ -10,6 +10,8 @@ its job's final record write, or into arq's own step, and the job would end with
 still saying `queued`. The connections here retry the whole connect, handshake included.
 """
 
+import socket
+
 import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
@@ -32,6 +34,15 @@ class OutageRetryingConnection(_RetriedConnect, redis.asyncio.Connection):
 class OutageRetryingSSLConnection(_RetriedConnect, redis.asyncio.SSLConnection):
     """The same over TLS."""
 
+
+# A peer that vanished without closing the connection (a lost host, a partition) is noticed
+# after about 25 s of silence (10 s, then three probes 5 s apart), not the system's default
+# of over two hours.
+KEEPALIVE_OPTIONS = {
+    option: seconds
+    for name, seconds in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if (option := getattr(socket, name, None)) is not None
+}
 
 _RETRYING_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
     redis.asyncio.Connection: OutageRetryingConnection,
@@ -60,4 +71,5 @@ def ride_out_outages(pool: redis.asyncio.ConnectionPool) -> None:
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError],
         socket_timeout=None,
         socket_keepalive=True,
+        socket_keepalive_options=KEEPALIVE_OPTIONS,
     )
