@@ -242,12 +242,13 @@ def test_sigterm_past_the_grace_period_puts_the_job_back_for_another_worker(
 def test_redis_restart_under_load_loses_no_accepted_job(tmp_path: Path) -> None:
     """While Redis is down the api answers 503 at once and workers wait; once it is back
     (its append-only file on) every job that got a 202 ends with its result."""
+    namespace = "restart"
     with redis_server(appendonly=True) as server, ExitStack() as stack:
         environment = child_environment(
             {
                 **server.settings,
                 "CACHE_BACKEND": "redis",
-                "CACHE_NAMESPACE": "restart",
+                "CACHE_NAMESPACE": namespace,
                 "CPU_WORKERS": "1",
                 "WORKER_FALLBACK_POLL": "0.5",
             }
@@ -288,6 +289,6 @@ def test_redis_restart_under_load_loses_no_accepted_job(tmp_path: Path) -> None:
         try:
             records = asyncio.run(wait_all(served.url, accepted, within=60))
         except AssertionError as error:
-            error.add_note(arq_view(server.client(), "restart:queue", accepted))
+            error.add_note(arq_view(server.client(), f"{namespace}:queue", accepted))
             raise
         assert [record["status"] for record in records] == ["succeeded"] * 300

@@ -136,9 +136,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     leases = Leases(pool, settings.worker_lease)
     leases.start()
     ctx["leases"] = leases
-    # A worker waits out a Redis restart: every write of a record is retried until it lands.
     cache = create_cache(settings)
     events_client = cache_redis_client(settings)
+    # A worker waits out a Redis restart: every write of a record is retried until it lands.
     ride_out_outages(cache.client.connection_pool)
     ride_out_outages(events_client.connection_pool)
     cpu_pool = create_cpu_pool(settings.cpu_workers)

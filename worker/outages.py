@@ -21,6 +21,9 @@ from redis.backoff import ExponentialBackoff
 
 class _RetriedConnect(AbstractConnection):
     async def connect(self) -> None:
+        # The pool calls connect() before every command: a connected one returns at once.
+        if self.is_connected:
+            return
         await self.retry.call_with_retry(super().connect, self._connect_failed)
 
     async def _connect_failed(self, error: BaseException) -> None:
