@@ -6,16 +6,17 @@ pool, a thread hop per dependency per request on the hot path.
 
 from typing import Annotated
 
-from aiocache.base import BaseCache
 from fastapi import Depends, Request
 
 from api.auth import Caller
 from api.response_cache import ResponseCache
 from api.services import Services
+from shared.backend import Backend
 from shared.events import JobEvents
 from shared.metrics import Metrics
 from shared.overview import Overview
 from shared.queue import JobQueue
+from shared.quotas import QuotaLedger
 from shared.records import RecordStore
 from shared.settings import Settings
 
@@ -32,20 +33,31 @@ async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-async def get_cache(services: ServicesDep) -> BaseCache:
-    return services.cache
+async def get_backend(services: ServicesDep) -> Backend:
+    return services.backend
 
 
-async def get_records(services: ServicesDep) -> RecordStore:
-    return services.records
+BackendDep = Annotated[Backend, Depends(get_backend)]
 
 
-async def get_queue(services: ServicesDep) -> JobQueue:
-    return services.queue
+async def get_records(backend: BackendDep) -> RecordStore:
+    return backend.records
 
 
-async def get_events(services: ServicesDep) -> JobEvents:
-    return services.events
+async def get_queue(backend: BackendDep) -> JobQueue:
+    return backend.queue
+
+
+async def get_events(backend: BackendDep) -> JobEvents:
+    return backend.events
+
+
+async def get_quotas(backend: BackendDep) -> QuotaLedger:
+    return backend.quotas
+
+
+async def get_overview(backend: BackendDep) -> Overview:
+    return backend.overview
 
 
 async def get_response_cache(services: ServicesDep) -> ResponseCache:
@@ -56,10 +68,6 @@ async def get_metrics(services: ServicesDep) -> Metrics:
     return services.metrics
 
 
-async def get_overview(services: ServicesDep) -> Overview:
-    return services.overview
-
-
 async def get_caller(request: Request, services: ServicesDep) -> Caller:
     """The caller, by its API key; 401 when keys are configured and it sent none or a wrong one."""
     return services.api_keys.identify(request.headers.get("authorization"))
@@ -67,10 +75,10 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
-CacheDep = Annotated[BaseCache, Depends(get_cache)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
+QuotasDep = Annotated[QuotaLedger, Depends(get_quotas)]
 ResponseCacheDep = Annotated[ResponseCache, Depends(get_response_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 OverviewDep = Annotated[Overview, Depends(get_overview)]

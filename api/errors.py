@@ -1,9 +1,9 @@
-"""Maps domain errors (shared/errors.py) and backend failures to HTTP responses."""
+"""Maps domain errors (shared/errors.py) to HTTP responses: a Redis failure reaches here only as
+BackendUnavailableError, raised where the Redis backends call Redis."""
 
 import json
 import logging
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -98,5 +98,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnauthorizedError, unauthorized)
     app.add_exception_handler(QuotaExceededError, quota_exceeded)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for unavailable in (BackendUnavailableError, redis.RedisError, TimeoutError):
-        app.add_exception_handler(unavailable, backend_unavailable)
+    app.add_exception_handler(BackendUnavailableError, backend_unavailable)

@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,9 +20,6 @@ from shared.records import JobRecord
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger(REQUEST_LOGGER)
 
-"""The request-state key under which a cached endpoint may name its response-cache namespace
-(`request.state.response_cache_namespace`); the hit/miss counter is labelled with it."""
-REDIS_FAILURES = (redis.RedisError, BackendUnavailableError, TimeoutError)
 
 ExceptionHandler = Callable[[Request, Exception], Response | Awaitable[Response]]
 
@@ -101,7 +97,7 @@ def count_redis_errors(app: FastAPI) -> None:
     turn one into a 503 (install them first)."""
     handlers: dict[Any, ExceptionHandler] = app.exception_handlers
     for error_type, handler in list(handlers.items()):
-        if isinstance(error_type, type) and issubclass(error_type, REDIS_FAILURES):
+        if isinstance(error_type, type) and issubclass(error_type, BackendUnavailableError):
             app.add_exception_handler(error_type, counted(handler))
 
 
@@ -112,8 +108,8 @@ async def note_submitted(request: Request, record: JobRecord) -> None:
     services: Services = request.app.state.services
     services.metrics.jobs_submitted.labels(record.name).inc()
     try:
-        await services.overview.note_submitted(record)
-    except (redis.RedisError, OSError, TimeoutError) as error:
+        await services.backend.overview.note_submitted(record)
+    except BackendUnavailableError as error:
         services.metrics.redis_errors.labels("recent_jobs").inc()
         logger.warning(
             "job %s (%s) is queued but missing from the recent jobs: %r",

@@ -33,7 +33,6 @@ from arq.connections import RedisSettings, create_pool
 from bench import bare_arq_worker
 from bench.http_client import LoopbackHttp
 from bench.processes import (
-    BIN,
     ProcessGroup,
     start_api,
     start_redis,
@@ -52,6 +51,7 @@ from bench.workloads import (
     measure_throughput,
 )
 from shared.settings import Settings
+from tests.processes import BIN, worker_command
 
 CONCURRENCY = 100
 """Submits (then result reads) in flight at once in the throughput workload."""
@@ -237,7 +237,7 @@ async def bench(options: argparse.Namespace, group: ProcessGroup) -> str:
         settings = jobcache_settings(redis_port, namespace)
         environment = jobcache_environment(settings)
         jobcache_workers = WorkerKind(
-            "jobcache-worker", (sys.executable, "-m", "worker"), environment, settings.queue_name
+            "jobcache-worker", tuple(worker_command()), environment, settings.queue_name
         )
         # One api for the whole run: idle, it sends Redis nothing.
         api, api_port = start_api(group, environment)

@@ -1,14 +1,13 @@
 """The real processes a benchmark runs: a private redis-server, the api and arq workers.
 
 Every process is started into one `ProcessGroup`, which stops them all (SIGTERM, then SIGKILL)
-whatever way the benchmark ends, so that a failed or interrupted run leaves nothing behind.
+whatever way the benchmark ends, so that a failed or interrupted run leaves nothing behind. The
+environment, the command lines, the start and the stop are the end-to-end tests' own
+(`tests/processes.py`): a benchmark measures the processes the tests check.
 """
 
 import asyncio
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,33 +19,44 @@ from types import TracebackType
 import httpx
 import redis.asyncio
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from tests.processes import (
+    JOBCACHE_PREFIXES,
+    REPO_ROOT,
+    ChildProcess,
+    api_command,
+    child_environment,
+    free_port,
+    redis_server_command,
+    spawn,
+)
+
 STARTUP_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 HEALTH_CHECK_SUFFIX = ":health-check"
 """arq's worker writes `<queue>:health-check` after its first look at the queue."""
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def scratch_environment(settings: Mapping[str, str], *dropped_prefixes: str) -> dict[str, str]:
+    """The environment of a child that runs in a benchmark's scratch directory: this process's
+    without jobcache's settings and those starting with `dropped_prefixes`, with PYTHONPATH
+    finding the code (not the working directory), plus the benchmark's `settings`. No
+    developer's `.env` is in the scratch directory to be read."""
+    paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH")]
+    return child_environment(
+        settings,
+        dropped_prefixes=(*JOBCACHE_PREFIXES, *dropped_prefixes),
+        base={"PYTHONPATH": os.pathsep.join(filter(None, paths))},
+    )
 
 
-class Child:
-    """A started process whose stdout and stderr go to one log file."""
+class Child(ChildProcess):
+    """A started process of a role, whose CPU time the benchmark counts."""
 
     def __init__(
         self, name: str, role: str, process: subprocess.Popen[bytes], log_path: Path
     ) -> None:
-        self.name = name
+        super().__init__(name, process, log_path)
         self.role = role
         """What the process is (api, jobcache-worker, ...), shared by processes of one kind."""
-        self.process = process
-        self.log_path = log_path
 
     def cpu_seconds(self) -> float | None:
         """User and system CPU time so far, from Linux's /proc; None where that is missing."""
@@ -64,21 +74,12 @@ class Child:
             return ""
 
     def fail_if_exited(self) -> None:
+        """Fail with the end of the process's output: its log goes with the scratch directory."""
         code = self.process.poll()
         if code is not None:
             raise RuntimeError(
                 f"{self.name} exited with code {code}; its output ended with:\n{self.output_tail()}"
             )
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it still runs after STOP_TIMEOUT seconds."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait(STOP_TIMEOUT)
 
 
 class ProcessGroup:
@@ -117,15 +118,9 @@ class ProcessGroup:
         if self._started[role] > 1:
             name = f"{role}-{self._started[role]}"
         log_path = self.directory / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                list(command),
-                cwd=self.directory,
-                env=child_environment(settings),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        # The bare arq worker reads BENCH_* only as the benchmark sets them for it.
+        environment = scratch_environment(settings, "BENCH_")
+        process = spawn(command, environment, log_path, self.directory)
         child = Child(name, role, process, log_path)
         self._children.append(child)
         return child
@@ -148,21 +143,6 @@ class ProcessGroup:
         return seconds
 
 
-def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any jobcache setting it carries (CACHE_*, REDIS_*),
-    plus the benchmark's settings."""
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.upper().startswith(("CACHE_", "REDIS_", "BENCH_"))
-    }
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")])
-    )
-    environment.update(settings)
-    return environment
-
-
 async def wait_until(
     condition: Callable[[], Awaitable[bool]],
     what: str,
@@ -181,19 +161,8 @@ async def wait_until(
 
 def start_redis(group: ProcessGroup) -> tuple[Child, int]:
     """A redis-server of the benchmark's own, on a free loopback port, without persistence."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise RuntimeError("redis-server is not installed; the benchmark starts its own")
     port = free_port()
-    command = [
-        executable,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(group.directory),
-        "--save", "",
-        "--appendonly", "no",
-        "--daemonize", "no",
-    ]  # fmt: skip
+    command = redis_server_command(port, group.directory)
     return group.start("redis-server", command, {}), port
 
 
@@ -210,11 +179,7 @@ async def wait_for_redis(client: redis.asyncio.Redis, server: Child) -> None:
 def start_api(group: ProcessGroup, settings: Mapping[str, str]) -> tuple[Child, int]:
     """`uvicorn api.main:app` on a free loopback port, without access logs."""
     port = free_port()
-    command = [
-        str(BIN / "uvicorn"), "api.main:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
+    command = api_command(port, "--log-level", "warning", "--no-access-log")
     return group.start("api", command, settings), port
 
 

@@ -20,7 +20,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -38,9 +37,9 @@ from pydantic import BaseModel
 
 from api.main import create_app
 from api.response_cache import cache_response
+from bench.processes import scratch_environment
+from tests.processes import api_command, free_port, redis_server_command, spawn, terminate
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 WORK_SECONDS = 0.02
 TARGETS = {"memory": 0.90, "redis": 0.80}
 STARTUP_TIMEOUT = 30.0
@@ -84,13 +83,6 @@ def create_bench_app() -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not check():
@@ -107,22 +99,13 @@ def started(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A process pinned to one CPU (when the machine has two), stopped by pid on exit. It runs
     in the log's scratch directory, so that no developer's `.env` reaches it."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            list(command), cwd=log.parent, env=dict(environment or os.environ),
-            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = spawn(command, environment or os.environ, log, log.parent)
     try:
         if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2:
             os.sched_setaffinity(process.pid, {sorted(os.sched_getaffinity(0))[cpu]})
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        terminate(process)
 
 
 def redis_answers(port: int) -> bool:
@@ -144,33 +127,23 @@ def api_answers(url: str) -> bool:
 @contextmanager
 def api_server(backend: str, directory: Path, stack: ExitStack) -> Iterator[str]:
     """One uvicorn process (one worker) on this backend; its URL."""
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.upper().startswith(("CACHE_", "REDIS_", "RESPONSE_CACHE_"))
-    }
-    environment.update({"LOG_LEVEL": "WARNING", "CPU_WORKERS": "1"})
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")])
+    environment = scratch_environment(
+        {"LOG_LEVEL": "WARNING", "CPU_WORKERS": "1", "CACHE_NAMESPACE": "bench"}, "RESPONSE_CACHE_"
     )
-    environment["CACHE_NAMESPACE"] = "bench"
     if backend == "redis":
         redis_port = free_port()
-        redis_command = [
-            shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory),
-        ]  # fmt: skip
+        redis_command = redis_server_command(redis_port, directory)
         redis = stack.enter_context(started(redis_command, directory / "redis.log", cpu=1))
         wait_until(lambda: redis_answers(redis_port), "redis-server", redis)
         environment.update({"CACHE_BACKEND": "redis", "REDIS_PORT": str(redis_port)})
     else:
         environment["CACHE_BACKEND"] = "local"
     port = free_port()
-    command = [
-        str(BIN / "uvicorn"), "--factory", "bench.response_cache:create_bench_app",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
+    command = api_command(
+        port,
+        "--factory", "--workers", "1", "--no-access-log", "--log-level", "warning",
+        app="bench.response_cache:create_bench_app",
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with started(command, directory / f"api-{backend}.log", environment, cpu=0) as api:
         wait_until(lambda: api_answers(url), f"api ({backend})", api)

@@ -17,12 +17,12 @@ import redis.asyncio
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from api.main import open_services
 from bench.http_client import HttpError, LoopbackHttp
+from shared.backend import Role, open_backend
 from shared.catalog import ECHO
 from shared.events import JobEvents
 from shared.keys import new_job_id
-from shared.queue import JobQueue
+from shared.queue import JobQueue, QueuedJob
 from shared.records import JobRecord, JobStatus, RecordStore
 from shared.settings import Settings
 
@@ -125,7 +125,7 @@ class InternalJobs:
     async def submit(self, message: str) -> str:
         record = JobRecord(id=new_job_id(), name=ECHO.name, max_attempts=ECHO.max_attempts)
         await self._records.put(record, self._records.ttl_for(ECHO.result_ttl), announce=False)
-        await self._queue.enqueue(ECHO, record, {"message": message})
+        await self._queue.enqueue(QueuedJob.of(record, {"message": message}))
         return record.id
 
     async def result(self, handle: str) -> str:
@@ -146,8 +146,8 @@ class InternalJobs:
 @asynccontextmanager
 async def internal_jobs(settings: Settings) -> AsyncIterator[InternalJobs]:
     """The record store, queue and events of an api process, opened as the api opens them."""
-    async with open_services(settings) as services:
-        yield InternalJobs(services.records, services.queue, services.events)
+    async with open_backend(settings, Role.API) as backend:
+        yield InternalJobs(backend.records, backend.queue, backend.events)
 
 
 class BareArqJobs:

@@ -41,7 +41,8 @@ class JobAlreadyFinishedError(JobcacheError):
 
 
 class BackendUnavailableError(JobcacheError):
-    """Redis did not answer while serving a request."""
+    """Redis failed or did not answer: raised where the Redis backends call Redis, so that no
+    caller needs to know redis-py's errors; the api answers it with 503 and Retry-After."""
 
 
 class JobFailedError(JobcacheError):

@@ -1,11 +1,47 @@
-"""How jobcache names what it stores, so that keys read well in RedisInsight.
+"""Every key and channel jobcache writes, in one place, so that a RedisInsight user or an
+operator can read here what each one holds and how long it lives (`<ns>` is CACHE_NAMESPACE).
 
-Every key lives under the cache namespace: `<namespace>:job:<id>` for job records (cached
-responses are named in api/response_cache/keys.py).
+On the cache's Redis (REDIS_CACHE_DB, or the server that CACHE_REDIS_* names):
+- `<ns>:job:<id>`, string: a job's record as JSON. Kept CACHE_TTL (or the job type's result
+  TTL) after the job finished; a day while the job may still run.
+- `<ns>:job-events`, channel: `<id> <record JSON>` on every announced write of a record.
+- `<ns>:in-flight:<owner>`, sorted set: an API key's unfinished job ids, scored by when each
+  stops counting; gone a day after its newest job at the latest.
+- `<ns>:rate:<owner>`, string: an API key's submissions this second; lives 1 s.
+- `<ns>:response:<namespace>:<path digest>:<variant digest>`, string: a cached response;
+  lives its endpoint's TTL (CACHE_TTL by default).
+- `<ns>:response-lock:<namespace>:...`, string: the fill lock of one response; lives
+  RESPONSE_CACHE_LOCK_SECONDS at most.
+- `<ns>:response-epoch:<namespace>`, string: a counter bumped by every invalidation; no TTL
+  (one small key per response-cache namespace).
+- `<ns>:response-invalidations`, channel: the key prefix of each invalidation.
+
+On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
+- `<ns>:queue`, sorted set: arq's queue, job ids scored by when they are due (ms); no TTL.
+- `arq:job:<id>`, string: arq's envelope of a queued job, JSON (shared/queue/redis.py);
+  expires a day after it was queued if no worker ran it.
+- `arq:in-progress:<id>`, string: the id of the worker running the job; lives WORKER_LEASE,
+  renewed while the job runs.
+- `arq:retry:<id>`, string: arq's count of the job's deliveries; arq's TTL (a day).
+- `<ns>:queue:health-check`, string: arq's worker health line; lives an hour.
+- `<ns>:queue:wakeup`, channel: the id of each job queued, for idle workers.
+- `<ns>:queue:cancel`, channel: the id of each job a client cancelled, for its worker.
+- `<ns>:workers`, sorted set: live worker ids, scored by their last heartbeat; no TTL, stale
+  members dropped by every heartbeat.
+- `<ns>:worker:<worker id>`, string: one worker's status as JSON; lives 3 heartbeats (6 s).
+- `<ns>:recent-jobs`, sorted set: the last 100 submitted job ids, scored by submission time;
+  no TTL, trimmed as it is written.
+
+The `arq:` keys are arq's own names (arq.constants), shared by every namespace; job ids are
+random, so deployments never collide on them.
 """
 
+import hashlib
 import re
 import secrets
+from dataclasses import dataclass
+
+from arq.constants import health_check_key_suffix, in_progress_key_prefix, job_key_prefix
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
@@ -25,19 +61,101 @@ def namespaced(namespace: str, key: str) -> str:
 
 
 def job_record_key(job_id: str) -> str:
+    """A record's key below the cache's namespace (aiocache adds `<ns>:`)."""
     return f"job:{job_id}"
 
 
-def job_events_channel(namespace: str) -> str:
-    """The pub/sub channel on which every write of a job record is announced."""
-    return f"{namespace}:job-events"
+def arq_job_key(job_id: str) -> str:
+    return job_key_prefix + job_id
 
 
-def wakeup_channel(queue_name: str) -> str:
-    """The pub/sub channel on which the api tells idle workers that a job was queued."""
-    return f"{queue_name}:wakeup"
+def in_progress_key(job_id: str) -> str:
+    return in_progress_key_prefix + job_id
 
 
-def cancel_channel(queue_name: str) -> str:
-    """The pub/sub channel on which the api asks workers to stop a running job."""
-    return f"{queue_name}:cancel"
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The names of one deployment, under its CACHE_NAMESPACE."""
+
+    namespace: str
+
+    @property
+    def queue(self) -> str:
+        """arq's queue; namespaced so that two deployments on one Redis stay apart."""
+        return f"{self.namespace}:queue"
+
+    @property
+    def queue_health_check(self) -> str:
+        return self.queue + health_check_key_suffix
+
+    @property
+    def wakeup_channel(self) -> str:
+        """On which the api tells idle workers that a job was queued."""
+        return f"{self.queue}:wakeup"
+
+    @property
+    def cancel_channel(self) -> str:
+        """On which the api asks workers to stop a running job."""
+        return f"{self.queue}:cancel"
+
+    @property
+    def job_events_channel(self) -> str:
+        """On which every announced write of a job record is published."""
+        return f"{self.namespace}:job-events"
+
+    def job_record(self, job_id: str) -> str:
+        return namespaced(self.namespace, job_record_key(job_id))
+
+    @property
+    def workers(self) -> str:
+        return f"{self.namespace}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.namespace}:worker:{worker_id}"
+
+    @property
+    def recent_jobs(self) -> str:
+        return f"{self.namespace}:recent-jobs"
+
+    def in_flight(self, owner: str) -> str:
+        return f"{self.namespace}:in-flight:{owner}"
+
+    def submission_rate(self, owner: str) -> str:
+        return f"{self.namespace}:rate:{owner}"
+
+
+@dataclass(frozen=True)
+class ResponseKeys:
+    """The response cache's names. A response lives at
+    `<root>:response:<namespace>:<sha256 of path>:<sha256 of the variant>` (root is
+    CACHE_NAMESPACE): key length and characters never depend on what a client sends, and one
+    SCAN pattern reaches every response of a namespace, or of one path in it, and nothing else."""
+
+    root: str
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel on which invalidations reach every api process."""
+        return f"{self.root}:response-invalidations"
+
+    def namespace_prefix(self, namespace: str) -> str:
+        return f"{self.root}:response:{namespace}:"
+
+    def path_prefix(self, namespace: str, path: str) -> str:
+        return f"{self.root}:response:{namespace}:{digest(path)}:"
+
+    def response(self, namespace: str, path: str, variant_text: str) -> str:
+        return f"{self.root}:response:{namespace}:{digest(path)}:{digest(variant_text)}"
+
+    def lock(self, key: str) -> str:
+        """The fill lock of one response; outside the namespace's SCAN pattern."""
+        return f"{self.root}:response-lock:{key.removeprefix(self.root + ':response:')}"
+
+    def epoch(self, namespace: str) -> str:
+        """A counter bumped by every invalidation in the namespace, so that a fill that
+        started before an invalidation cannot store what it computed after it."""
+        return f"{self.root}:response-epoch:{namespace}"

@@ -1,7 +1,7 @@
 """Prometheus metrics of one process (api or worker), in a registry of its own.
 
 Every process serves its own metrics: the api at GET /metrics, each worker on its own endpoint
-(worker/endpoint.py), which the api lists for Prometheus at GET /metrics/targets. Counters and
+(worker/monitoring.py), which the api lists for Prometheus at GET /metrics/targets. Counters and
 histograms count what happened in that process, so the system's totals are sums over processes
 (`sum(rate(jobcache_jobs_succeeded_total[1m]))`); the view of the whole system (queue depth,
 workers alive) is exported by the api only, where every api process reports the same value.

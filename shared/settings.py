@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
+from shared.keys import Keys
 
 CacheBackend = Literal["local", "redis"]
 
@@ -160,9 +161,14 @@ class Settings(BaseSettings):
         return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
 
     @property
+    def keys(self) -> Keys:
+        """The names of every key and channel of this deployment (shared/keys.py)."""
+        return Keys(self.cache_namespace)
+
+    @property
     def queue_name(self) -> str:
         """The arq queue's key; namespaced so that two deployments on one Redis stay apart."""
-        return f"{self.cache_namespace}:queue"
+        return self.keys.queue
 
     @property
     def queue_redis(self) -> RedisAddress:

@@ -1,5 +1,6 @@
-"""A pub/sub channel read in the background that survives a lost connection; used for job
-events (api) and worker wake-ups (workers)."""
+"""A pub/sub channel read in the background that survives a lost connection and a malformed
+message; used for job events (api), invalidations of cached responses (api), and wake-ups and
+cancels (workers)."""
 
 import asyncio
 import logging
@@ -41,6 +42,18 @@ class Subscription:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    def _hand_over(self, data: bytes) -> None:
+        try:
+            self._on_message(data)
+        except Exception as error:
+            # One bad message (a foreign publisher, a half-upgraded peer) must not end the
+            # subscription: everyone listening here would silently stop hearing the channel.
+            # Only the error's type is logged: its text may quote the payload.
+            logger.warning(
+                "ignored a malformed message on %s (%d bytes): %s",
+                self._channel, len(data), type(error).__name__,
+            )  # fmt: skip
+
     async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
         try:
             while True:
@@ -54,6 +67,6 @@ class Subscription:
                     await asyncio.sleep(RESUBSCRIBE_DELAY_SECONDS)
                     continue
                 if message is not None:
-                    self._on_message(message["data"])
+                    self._hand_over(message["data"])
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]

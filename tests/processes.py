@@ -1,9 +1,11 @@
-"""Real redis-server, api and worker processes for end-to-end tests.
+"""Real redis-server, api and worker processes for end-to-end tests, and for the benchmarks.
 
 The end-to-end tests run jobcache exactly as a user does (uvicorn and arq as separate
 processes, configured by environment variables), so this module starts them, waits until they
 answer (with a deadline, never a bare sleep) and stops them by pid whatever the test did, so
-that a failed test leaves no process behind.
+that a failed test leaves no process behind. The benchmarks start the same processes the same
+way: `bench/processes.py` builds on the pieces here (the environment, the command lines, the
+start and the stop) and adds only what measuring needs.
 """
 
 import os
@@ -31,6 +33,11 @@ WORKER_READY = "worker ready"
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
+JOBCACHE_PREFIXES = ("CACHE_", "REDIS_")
+"""The prefixes of jobcache's settings: a child gets only the ones its starter chose."""
+IN_REPOSITORY: Mapping[str, str] = {"PYTHONUNBUFFERED": "1", "JOBCACHE_ENV_FILE": ""}
+"""What a child started in the repository needs: its log written as it happens (a test reads
+a worker's log while it runs), and no developer's `.env` leaking into it."""
 
 T = TypeVar("T")
 
@@ -58,16 +65,22 @@ def free_port() -> int:
         return port
 
 
-def child_environment(settings: Mapping[str, str]) -> dict[str, str]:
-    """The test runner's environment without any jobcache setting it may carry (CACHE_*,
-    REDIS_*), plus the settings the test chose."""
+def child_environment(
+    settings: Mapping[str, str],
+    *,
+    dropped_prefixes: Sequence[str] = JOBCACHE_PREFIXES,
+    base: Mapping[str, str] = IN_REPOSITORY,
+) -> dict[str, str]:
+    """This process's environment without the variables it may carry that start with one of
+    `dropped_prefixes` (by default jobcache's settings, CACHE_* and REDIS_*), then `base`, then
+    the settings the caller chose: a child sees only the configuration its test or benchmark
+    gave it, never the developer's shell's."""
     environment = {
         name: value
         for name, value in os.environ.items()
-        if not name.upper().startswith(("CACHE_", "REDIS_"))
+        if not name.upper().startswith(tuple(dropped_prefixes))
     }
-    environment["PYTHONUNBUFFERED"] = "1"
-    environment["JOBCACHE_ENV_FILE"] = ""  # a developer's .env must not leak into the test
+    environment.update(base)
     environment.update(settings)
     return environment
 
@@ -107,21 +120,31 @@ class ChildProcess:
         return terminate(self.process, timeout)
 
 
-def start(
-    name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path
-) -> ChildProcess:
-    """Start `command` from the repository root with exactly `environment`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+def spawn(
+    command: Sequence[str],
+    environment: Mapping[str, str],
+    log_path: Path,
+    directory: Path = REPO_ROOT,
+) -> subprocess.Popen[bytes]:
+    """Start `command` in `directory` with exactly `environment`, its stdout and stderr in one
+    log file (read while it runs, or shown when it fails), and no stdin to wait on."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             list(command),
-            cwd=REPO_ROOT,
+            cwd=directory,
             env=dict(environment),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return ChildProcess(name, process, log_path)
+
+
+def start(
+    name: str, command: Sequence[str], environment: Mapping[str, str], log_path: Path
+) -> ChildProcess:
+    """Start `command` from the repository root with exactly `environment`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return ChildProcess(name, spawn(command, environment, log_path), log_path)
 
 
 NOTABLE = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|Error\b")
@@ -185,12 +208,34 @@ def run_until_exit(
     return Exited(code, child.output(), seconds)
 
 
-def api_command(port: int) -> list[str]:
-    return [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+def api_command(port: int, *options: str, app: str = "api.main:app") -> list[str]:
+    """`uvicorn` serving `app` on a loopback `port`, as a user starts the api; `options` are
+    more of uvicorn's (the benchmarks turn its access log off)."""
+    return [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *options]
 
 
 def worker_command() -> list[str]:
+    """`python -m worker`, as a user starts a worker, with this virtualenv's Python."""
     return [str(BIN / "python"), "-m", "worker"]
+
+
+def redis_server_command(port: int, directory: Path | str, appendonly: bool = False) -> list[str]:
+    """A redis-server in the foreground on a loopback `port`, keeping its files in `directory`
+    and never writing a snapshot (a test or a benchmark must not wait on one)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError(
+            "redis-server is not installed; the process tests and the benchmarks start their own"
+        )
+    return [
+        executable,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--daemonize", "no",
+    ]  # fmt: skip
 
 
 class Api(ChildProcess):
@@ -257,22 +302,11 @@ class RedisServer:
         appendonly: bool,
         extra_arguments: Sequence[str] = (),
     ) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise RuntimeError("redis-server is not installed; the process tests need it")
         self.host = "127.0.0.1"
         self.port = free_port()
         self.password = password
         self.directory = Path(directory)
-        self.command = [
-            executable,
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--dir", directory,
-            "--save", "",
-            "--appendonly", "yes" if appendonly else "no",
-            "--daemonize", "no",
-        ]  # fmt: skip
+        self.command = redis_server_command(self.port, directory, appendonly)
         if password is not None:
             self.command += ["--requirepass", password]
         self.command += list(extra_arguments)

@@ -1,4 +1,4 @@
-"""How a worker claims queued jobs (worker/claims.py), on a real Redis: one script per read
+"""How a worker claims queued jobs (worker/arq_internals.py), on a real Redis: one script per read
 of the queue, with the checks arq makes per job."""
 
 import asyncio
@@ -16,8 +16,7 @@ from arq.worker import func
 from shared.keys import new_job_id
 from tests.conftest import eventually
 from tests.deployments import REDIS_HOST, REDIS_PORT
-from worker.claims import ClaimingWorker, JobClaims
-from worker.pool import WorkerPool
+from worker.arq_internals import ClaimingWorker, JobClaims, QueueWaitingRedis
 
 LEASE_SECONDS = 5.0
 
@@ -111,7 +110,7 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
             raise Retry(defer=0.3)
         return message
 
-    pool = WorkerPool(
+    pool = QueueWaitingRedis(
         queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
         default_queue_name=queue,
     )  # fmt: skip

@@ -5,13 +5,15 @@ import asyncio
 import json
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from shared.keys import new_job_id
-from shared.redis_queue import open_arq_pool
+from shared.queue import QueuedJob
+from shared.queue.redis import open_arq_pool
 from tests.conftest import settings_for_test
 from tests.deployments import REDIS_PORT, Deployment, start_all, wait_finished
 from tests.processes import api, wait_for
@@ -41,8 +43,13 @@ async def enqueue_without_wakeup(deployment: Deployment, job_id: str) -> None:
     )
     pool = await open_arq_pool(settings)
     try:
-        created_at = "2026-01-01T00:00:00+00:00"
-        await pool.enqueue_job("echo", job_id, {"message": "no signal"}, created_at, _job_id=job_id)
+        job = QueuedJob(
+            id=job_id,
+            name="echo",
+            parameters={"message": "no signal"},
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        await pool.enqueue_job("echo", job.model_dump(mode="json"), _job_id=job_id)
     finally:
         await pool.aclose()
 

@@ -14,23 +14,18 @@ import httpx
 import pytest
 import redis.asyncio
 
-from shared.cache import create_cache
+from shared.activity import WorkerActivity
+from shared.cache import memory_cache
 from shared.catalog import EchoParameters, EchoResult, JobType
 from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
-from shared.keys import new_job_id
+from shared.keys import Keys, new_job_id
 from shared.logs import JsonFormatter, job_event, log_config
 from shared.metrics import Metrics
-from shared.overview import RECENT_JOBS
+from shared.overview.base import RECENT_JOBS, WORKER_STALE_SECONDS
+from shared.overview.redis import RedisOverview
+from shared.queue import QueuedJob
 from shared.records import JobRecord, RecordStore, utcnow
-from shared.redis_overview import (
-    WORKER_STALE_SECONDS,
-    RedisOverview,
-    recent_jobs_key,
-    worker_key,
-    workers_key,
-)
-from shared.workers import WorkerActivity
 from tests.conftest import client_for, finished_record, settings_for_test
 from tests.deployments import QUEUE_DB, REDIS_HOST, REDIS_PORT
 from tests.exposition import total
@@ -109,7 +104,7 @@ async def test_a_retried_attempt_is_counted_and_timed_by_its_outcome() -> None:
             raise RetryableJobError("busy")
         return EchoResult(message=parameters.message)
 
-    cache = create_cache(settings_for_test(cache_namespace=f"test-{uuid.uuid4().hex[:12]}"))
+    cache = memory_cache(settings_for_test(cache_namespace=f"test-{uuid.uuid4().hex[:12]}"))
     activity = WorkerActivity(Metrics())
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(
@@ -117,7 +112,10 @@ async def test_a_retried_attempt_is_counted_and_timed_by_its_outcome() -> None:
         )
         job_id, created = new_job_id(), utcnow() - timedelta(seconds=2)
         for attempt in (1, 2):
-            await runner.run(FLAKY, job_id, {"message": "x"}, attempt=attempt, created_at=created)
+            job = QueuedJob(
+                id=job_id, name="flaky", parameters={"message": "x"}, created_at=created
+            )
+            await runner.run(FLAKY, job, attempt=attempt)
     await cache.close()
 
     registry = activity.metrics.registry
@@ -181,8 +179,9 @@ async def test_dashboard_page_loads_only_its_own_assets(local_client: httpx.Asyn
 async def overview_client() -> AsyncIterator[tuple[RedisOverview, redis.asyncio.Redis, str]]:
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=QUEUE_DB)
-    yield RedisOverview(client, namespace, f"{namespace}:queue"), client, namespace
-    keys = [workers_key(namespace), recent_jobs_key(namespace), f"{namespace}:queue"]
+    names = Keys(namespace)
+    yield RedisOverview(client, names), client, namespace
+    keys = [names.workers, names.recent_jobs, names.queue]
     await client.delete(*keys, *[key async for key in client.scan_iter(f"{namespace}:worker:*")])
     await client.aclose()
 
@@ -203,17 +202,17 @@ async def test_a_worker_is_listed_while_its_heartbeat_is_fresh_and_gone_when_wit
     assert [job.id for job in listed[busy.worker_id].running] == [record.id]
     assert listed[busy.worker_id].concurrency == 3
     assert listed[busy.worker_id].metrics_address == "10.1.2.3:9100"
-    ttl = await client.pttl(worker_key(namespace, busy.worker_id))
+    ttl = await client.pttl(Keys(namespace).worker(busy.worker_id))
     assert 0 < ttl <= WORKER_STALE_SECONDS * 1000
 
     # A worker whose beat is older than WORKER_STALE_SECONDS is not listed, even if its key
     # were still there (a crashed worker's last beat).
-    await client.zadd(workers_key(namespace), {idle.worker_id: 1.0})
+    await client.zadd(Keys(namespace).workers, {idle.worker_id: 1.0})
     assert [worker.id for worker in await overview.workers()] == [busy.worker_id]
 
     await overview.withdraw(busy.worker_id)
     assert await overview.workers() == []
-    assert await client.exists(worker_key(namespace, busy.worker_id)) == 0
+    assert await client.exists(Keys(namespace).worker(busy.worker_id)) == 0
 
 
 async def test_recent_jobs_keep_only_the_last_hundred_newest_first(
@@ -225,8 +224,8 @@ async def test_recent_jobs_keep_only_the_last_hundred_newest_first(
     for offset, job_id in enumerate(ids):
         created = start + timedelta(milliseconds=offset)
         await overview.note_submitted(JobRecord(id=job_id, name="echo", created_at=created))
-    await overview.flush()
-    assert await client.zcard(recent_jobs_key(namespace)) == RECENT_JOBS
+    await overview.close()
+    assert await client.zcard(Keys(namespace).recent_jobs) == RECENT_JOBS
     assert await overview.recent_job_ids(3) == ids[::-1][:3]
     assert await overview.recent_job_ids(RECENT_JOBS + 50) == ids[::-1][:RECENT_JOBS]
 

@@ -13,20 +13,19 @@ import pytest
 import redis.asyncio
 from arq.constants import in_progress_key_prefix
 
-from shared.cache import create_cache
+from shared.cache import memory_cache
 from shared.catalog import ECHO, EchoParameters, EchoResult, JobType
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
+from shared.outages import ride_out_outages
+from shared.queue import QueuedJob
 from shared.records import JobRecord, JobStatus, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
 from tests.deployments import REDIS_HOST, REDIS_PORT
 from tests.processes import redis_server
-from worker.claims import ClaimingWorker
+from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
 from worker.implementations import IMPLEMENTATIONS
-from worker.leases import Leases
 from worker.main import arq_function
-from worker.outages import ride_out_outages
-from worker.pool import WorkerPool
 from worker.runner import JobRunner
 
 
@@ -89,9 +88,9 @@ class WaitsOutAnOutage(RecordStore):
 
 
 @pytest.fixture
-async def pool(namespace: str) -> AsyncIterator[WorkerPool]:
+async def pool(namespace: str) -> AsyncIterator[QueueWaitingRedis]:
     queue = f"{namespace}:queue"
-    pool = WorkerPool(
+    pool = QueueWaitingRedis(
         queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
         default_queue_name=queue,
     )  # fmt: skip
@@ -100,7 +99,7 @@ async def pool(namespace: str) -> AsyncIterator[WorkerPool]:
 
 
 async def run_one_job(
-    pool: WorkerPool, records: RecordStore, job_type: JobType, within: float = 10.0
+    pool: QueueWaitingRedis, records: RecordStore, job_type: JobType, within: float = 10.0
 ) -> JobRecord:
     """Enqueue one job as the api does, run the worker until the job's record says it ended
     and arq has taken it off the queue; its final record."""
@@ -113,10 +112,10 @@ async def run_one_job(
             ctx={"runner": runner, "leases": Leases(pool, 5)},
         )  # fmt: skip
         job_id = new_job_id()
-        await pool.enqueue_job(
-            job_type.name, job_id, {"message": "kept"}, utcnow().isoformat(), None,
-            _job_id=job_id,
-        )  # fmt: skip
+        job = QueuedJob(
+            id=job_id, name=job_type.name, parameters={"message": "kept"}, created_at=utcnow()
+        )
+        await pool.enqueue_job(job_type.name, job.model_dump(mode="json"), _job_id=job_id)
         running = asyncio.create_task(worker.async_run())
         try:
 
@@ -138,16 +137,16 @@ async def run_one_job(
             await worker.close()
 
 
-def memory_cache(namespace: str) -> Any:
-    return create_cache(settings_for_test(cache_backend="local", cache_namespace=namespace))
+def cache_of(namespace: str) -> Any:
+    return memory_cache(settings_for_test(cache_backend="local", cache_namespace=namespace))
 
 
 # arq's Worker.close() closes its pool with redis-py's deprecated close().
 @pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 async def test_an_attempt_whose_outcome_could_not_be_written_runs_again(
-    namespace: str, pool: WorkerPool
+    namespace: str, pool: QueueWaitingRedis
 ) -> None:
-    records = LosesOneFinalWrite(memory_cache(namespace), 60, MemoryJobEvents())
+    records = LosesOneFinalWrite(cache_of(namespace), 60, MemoryJobEvents())
     record = await run_one_job(pool, records, ECHO)
     assert records.lost, "the first attempt's final write was the one lost"
     assert (record.status, record.result, record.attempts) == (
@@ -159,10 +158,10 @@ async def test_an_attempt_whose_outcome_could_not_be_written_runs_again(
 
 @pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 async def test_a_final_write_that_waits_out_a_long_outage_still_ends_the_job(
-    namespace: str, pool: WorkerPool
+    namespace: str, pool: QueueWaitingRedis
 ) -> None:
     """arq's own timeout must not cut off a record write that outlasts the job's timeout."""
-    records = WaitsOutAnOutage(memory_cache(namespace), 60, MemoryJobEvents())
+    records = WaitsOutAnOutage(cache_of(namespace), 60, MemoryJobEvents())
     record = await run_one_job(pool, records, QUICK, within=OUTAGE_SECONDS + 10)
     assert records.waited
     assert (record.status, record.result, record.attempts) == (

@@ -152,8 +152,10 @@ def test_queued_job_is_json_not_pickle(deployment: Deployment) -> None:
         assert not stored.startswith(b"\x80"), f"the queued job is pickled: {stored[:40]!r}"
         envelope = json.loads(stored)
         assert envelope["f"] == "echo"
-        assert envelope["a"][0] == job_id
-        assert {"message": "waits in the queue"} in envelope["a"]
+        # arq's one argument is the queued job's message (shared/queue/base.py), named fields.
+        [message] = envelope["a"]
+        assert message["id"] == job_id
+        assert message["parameters"] == {"message": "waits in the queue"}
         cache = stack.enter_context(redis_client(CACHE_DB))
         assert json.loads(cache.get(f"{deployment.name}:job:{job_id}") or "null")["status"] == (
             "queued"

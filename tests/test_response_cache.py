@@ -23,10 +23,11 @@ from api.response_cache import ResponseCache, cache_response
 from api.response_cache.breaker import CircuitBreaker
 from api.response_cache.cache import Produced
 from api.response_cache.entry import cached_response
-from api.response_cache.keys import ResponseKeys
 from api.response_cache.memory_store import MemoryResponseStore
 from api.response_cache.near import NearCache
 from api.response_cache.redis_store import RedisResponseStore
+from shared.errors import BackendUnavailableError
+from shared.keys import ResponseKeys
 from shared.settings import Settings
 from tests.conftest import eventually
 
@@ -610,7 +611,8 @@ async def test_the_memory_store_keeps_at_most_its_bound_dropping_the_oldest() ->
 
 
 class BrokenStore(MemoryResponseStore):
-    """A store whose every call fails, counting the calls that reach it."""
+    """A store whose every call fails as the Redis store's do when Redis is down, counting the
+    calls that reach it."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -618,15 +620,15 @@ class BrokenStore(MemoryResponseStore):
 
     async def lookup(self, key: str, epoch_key: str) -> Any:
         self.calls += 1
-        raise redis.ConnectionError("Redis is down")
+        raise BackendUnavailableError("Redis failed to answer: ConnectionError")
 
     async def lock(self, key: str, token: str, ttl: float) -> bool:
         self.calls += 1
-        raise redis.ConnectionError("Redis is down")
+        raise BackendUnavailableError("Redis failed to answer: ConnectionError")
 
     async def store(self, key: str, payload: str, ttl: float, epoch_key: str, epoch: str) -> bool:
         self.calls += 1
-        raise redis.ConnectionError("Redis is down")
+        raise BackendUnavailableError("Redis failed to answer: ConnectionError")
 
 
 async def test_a_broken_store_is_skipped_after_a_few_failures_and_retried_later() -> None:

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from shared.cache import create_cache
+from shared.cache import memory_cache
 from shared.catalog import ECHO, EchoParameters, EchoResult, JobResult, JobType
 from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
+from shared.queue import QueuedJob
+from shared.queue.memory import MemoryQueue
 from shared.records import JobRecord, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
 from worker.attempt_records import AttemptRecords
@@ -75,26 +77,36 @@ IMPLEMENTATIONS = {
 
 @pytest.fixture
 async def records(namespace: str) -> AsyncIterator[RecordStore]:
-    cache = create_cache(settings_for_test(cache_namespace=namespace))
+    cache = memory_cache(settings_for_test(cache_namespace=namespace))
     yield RecordStore(cache, default_ttl=60, events=MemoryJobEvents())
     await cache.close()
 
 
+JOB_TYPES = {job_type.name: job_type for job_type in (FLAKY, HOPELESS, SLOW, NOT_JSON, WRONG_SHAPE)}
+
+
 @pytest.fixture
-async def worker(records: RecordStore) -> AsyncIterator[EmbeddedWorker]:
+async def queue(records: RecordStore) -> AsyncIterator[MemoryQueue]:
+    """The local mode's queue, whose jobs an embedded worker runs."""
+    queue = MemoryQueue()
     with ThreadPoolExecutor(1) as pool:
-        embedded = EmbeddedWorker(JobRunner(records, IMPLEMENTATIONS, pool), concurrency=2)
+        runner = JobRunner(records, IMPLEMENTATIONS, pool)
+        await queue.listen_for_cancels(runner.cancel)
+        embedded = EmbeddedWorker(queue, runner, concurrency=2, job_types=JOB_TYPES)
         embedded.start()
-        yield embedded
+        yield queue
         await embedded.close()
+        await queue.close()
 
 
-async def run_to_the_end(
-    worker: EmbeddedWorker, records: RecordStore, job_type: JobType
-) -> JobRecord:
+def queued(record: JobRecord, message: str) -> QueuedJob:
+    return QueuedJob.of(record, {"message": message})
+
+
+async def run_to_the_end(queue: MemoryQueue, records: RecordStore, job_type: JobType) -> JobRecord:
     record = JobRecord(id=new_job_id(), name=job_type.name)
     await records.put(record, 60)
-    await worker.enqueue(job_type, record, {"message": "hi"})
+    await queue.enqueue(queued(record, "hi"))
     job_id = record.id
 
     async def finished() -> JobRecord | None:
@@ -106,9 +118,9 @@ async def run_to_the_end(
 
 
 async def test_retryable_error_is_retried_until_it_succeeds(
-    worker: EmbeddedWorker, records: RecordStore
+    queue: MemoryQueue, records: RecordStore
 ) -> None:
-    record = await run_to_the_end(worker, records, FLAKY)
+    record = await run_to_the_end(queue, records, FLAKY)
     assert record.status == "succeeded"
     assert record.attempts == 3
     assert record.result == {"message": "hi"}
@@ -116,35 +128,35 @@ async def test_retryable_error_is_retried_until_it_succeeds(
 
 
 async def test_exhausted_retries_end_failed_with_the_last_error(
-    worker: EmbeddedWorker, records: RecordStore
+    queue: MemoryQueue, records: RecordStore
 ) -> None:
-    record = await run_to_the_end(worker, records, HOPELESS)
+    record = await run_to_the_end(queue, records, HOPELESS)
     assert record.status == "failed"
     assert record.attempts == 2
     assert record.error == "still down on attempt 2"
 
 
 async def test_job_over_its_timeout_fails_with_a_timeout_error(
-    worker: EmbeddedWorker, records: RecordStore
+    queue: MemoryQueue, records: RecordStore
 ) -> None:
-    record = await run_to_the_end(worker, records, SLOW)
+    record = await run_to_the_end(queue, records, SLOW)
     assert record.status == "failed"
     assert record.error == "timed out after 0.2s"
 
 
 async def test_result_that_is_not_json_fails_with_a_readable_reason(
-    worker: EmbeddedWorker, records: RecordStore
+    queue: MemoryQueue, records: RecordStore
 ) -> None:
-    record = await run_to_the_end(worker, records, NOT_JSON)
+    record = await run_to_the_end(queue, records, NOT_JSON)
     assert record.status == "failed"
     assert record.error is not None
     assert record.error.startswith("result could not be encoded as JSON")
 
 
 async def test_result_of_the_wrong_shape_fails_naming_the_result_model(
-    worker: EmbeddedWorker, records: RecordStore
+    queue: MemoryQueue, records: RecordStore
 ) -> None:
-    record = await run_to_the_end(worker, records, WRONG_SHAPE)
+    record = await run_to_the_end(queue, records, WRONG_SHAPE)
     assert record.status == "failed"
     assert record.error is not None
     assert record.error.startswith("result does not match EchoResult")
@@ -159,10 +171,10 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
         runner = JobRunner(records, IMPLEMENTATIONS, pool)
         outcome = await runner.run(
             HOPELESS,
-            job_id,
-            {"message": "hi"},
+            QueuedJob(
+                id=job_id, name="hopeless", parameters={"message": "hi"}, created_at=utcnow()
+            ),
             attempt=HOPELESS.max_attempts + REDELIVERIES + 1,
-            created_at=utcnow(),
         )
     assert outcome == Finished()
     record = await records.get(job_id)
@@ -179,9 +191,8 @@ async def test_runner_holds_nothing_of_a_job_once_it_has_ended(records: RecordSt
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(records, CATALOG_IMPLEMENTATIONS, pool)
         for number in range(3):
-            outcome = await runner.run(
-                ECHO, new_job_id(), {"message": f"hi {number}"}, attempt=1, created_at=utcnow()
-            )
+            job = QueuedJob.of(JobRecord(id=new_job_id(), name="echo"), {"message": f"hi {number}"})
+            outcome = await runner.run(ECHO, job, attempt=1)
             assert outcome == Finished()
         gc.collect()
         assert [kept for kept in gc.get_objects() if isinstance(kept, AttemptRecords)] == []

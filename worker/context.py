@@ -1,8 +1,9 @@
 """What job code may use while it runs: progress reports and a process pool for CPU work."""
 
 import asyncio
+import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TypeVar
 
 from shared.records import JobRecord, Progress
@@ -41,3 +42,9 @@ class JobContext:
         """Run CPU-bound code in the process pool so the event loop keeps serving other jobs."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu_pool, function, *args)
+
+
+def create_cpu_pool(size: int) -> ProcessPoolExecutor:
+    """The process pool behind `run_in_process`. spawn, not fork: forking a process that runs an
+    event loop and Redis connections copies their state into the child."""
+    return ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))

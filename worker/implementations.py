@@ -101,12 +101,15 @@ async def sleep(parameters: SleepParameters, context: JobContext) -> SleepResult
     total = parameters.seconds
     started = time.monotonic()
     await context.report_progress(0, total, "started")
-    while (elapsed := time.monotonic() - started) < total:
+    elapsed = 0.0
+    # The loop ends on the value it last reported, so the last report is exactly `total`: the
+    # event loop may wake a sleep up to its clock resolution early, and a loop that tested the
+    # clock again could end on a report of 1.499 of 1.5.
+    while elapsed < total:
         await asyncio.sleep(min(SLEEP_REPORT_INTERVAL, total - elapsed))
         elapsed = min(total, time.monotonic() - started)
-        await context.report_progress(
-            round(elapsed, 3), total, f"slept {elapsed:.1f}s of {total:g}s"
-        )
+        current = total if elapsed >= total else round(elapsed, 3)
+        await context.report_progress(current, total, f"slept {elapsed:.1f}s of {total:g}s")
     return SleepResult(slept=total)
 
 

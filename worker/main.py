@@ -6,42 +6,28 @@ worker that cannot work (local mode, Redis refusing it) exits at once with a mes
 
 import asyncio
 import logging.config
-import multiprocessing
 from collections.abc import Coroutine
-from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
+from contextlib import AsyncExitStack
 from typing import Any
 
 import uvloop
 from arq import Retry
 from arq.worker import Function, func
 
-from shared.cache import create_cache
+from shared.activity import WorkerActivity, new_worker_id
+from shared.backend import Role, open_backend
 from shared.catalog import JOB_TYPES, JobType
+from shared.connections import address_options, check_redis
 from shared.errors import ConfigurationError, StartupError
-from shared.keys import cancel_channel, job_events_channel, wakeup_channel
 from shared.logs import log_config
 from shared.metrics import Metrics
+from shared.queue import QueuedJob
+from shared.queue.redis import job_deserializer, job_serializer
 from shared.records import UNFINISHED_RECORD_TTL
-from shared.redis_connection import (
-    address_options,
-    cache_redis_client,
-    check_redis,
-)
-from shared.redis_events import RedisJobEvents
-from shared.redis_queue import job_deserializer, job_serializer
-from shared.redis_quotas import RedisQuotaLedger
-from shared.redis_records import RedisRecordStore
 from shared.settings import Settings, load_settings
-from shared.subscriptions import Subscription
-from shared.workers import WorkerActivity, new_worker_id
-from worker.claims import ClaimingWorker
-from worker.implementations import IMPLEMENTATIONS
-from worker.leases import Leases
+from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
 from worker.monitoring import start_monitoring
-from worker.outages import ride_out_outages
-from worker.pool import WorkerPool
-from worker.runner import REDELIVERIES, JobRunner, RetryLater
+from worker.runner import REDELIVERIES, JobRunner, RetryLater, running_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +44,15 @@ UNRECORDED_RETRY_DELAY = 1.0
 def arq_function(job_type: JobType) -> Function:
     """The arq function that runs one job type through the runner."""
 
-    async def run(
-        ctx: dict[str, Any],
-        job_id: str,
-        parameters: dict[str, Any],
-        created_at: str,
-        owner: str | None = None,
-    ) -> None:
+    async def run(ctx: dict[str, Any], message: QueuedJob | dict[str, Any]) -> None:
+        """`message` is the queued job: typed by the queue's deserializer (shared/queue/redis.py),
+        or its JSON data from a pool without it (validated here either way)."""
+        job = QueuedJob.model_validate(message)
         runner: JobRunner = ctx["runner"]
         leases: Leases = ctx["leases"]
         try:
-            async with leases.hold(job_id):
-                outcome = await runner.run(
-                    job_type,
-                    job_id,
-                    parameters,
-                    attempt=ctx["job_try"],
-                    created_at=datetime.fromisoformat(created_at),
-                    owner=owner,
-                )
+            async with leases.hold(job.id):
+                outcome = await runner.run(job_type, job, attempt=ctx["job_try"])
         except Exception:
             # The runner turns whatever the job raises into its record, so what arrives here
             # is a failure to record the outcome. arq would end the job and take it off the
@@ -84,7 +60,7 @@ def arq_function(job_type: JobType) -> Function:
             # and the runner ends it failed once the deliveries run out.
             logger.exception(
                 "job %s (%s): attempt %d ended without its outcome recorded; it will run again",
-                job_id, job_type.name, ctx["job_try"],
+                job.id, job_type.name, ctx["job_try"],
             )  # fmt: skip
             raise Retry(defer=UNRECORDED_RETRY_DELAY) from None
         if isinstance(outcome, RetryLater):
@@ -99,12 +75,6 @@ def arq_function(job_type: JobType) -> Function:
         max_tries=job_type.max_attempts + REDELIVERIES + 1,
         keep_result=0,
     )
-
-
-def create_cpu_pool(size: int) -> ProcessPoolExecutor:
-    # spawn, not fork: forking a process that runs an event loop and Redis connections copies
-    # their state into the child.
-    return ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))
 
 
 def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
@@ -129,38 +99,27 @@ def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    """Open what the worker needs, all on one exit stack that shutdown closes in reverse."""
     settings: Settings = ctx["settings"]
     keep_tasks_referenced(asyncio.get_running_loop())
-    pool: WorkerPool = ctx["redis"]
-    await pool.listen_for_wakeups(wakeup_channel(settings.queue_name))
+    resources = AsyncExitStack()
+    ctx["resources"] = resources  # before anything opens: shutdown closes what did
+    pool: QueueWaitingRedis = ctx["redis"]
+    await pool.listen_for_wakeups(settings.keys.wakeup_channel)
+    resources.push_async_callback(pool.stop_listening)
     leases = Leases(pool, settings.worker_lease)
     leases.start()
+    resources.push_async_callback(leases.close)
     ctx["leases"] = leases
-    cache = create_cache(settings)
-    events_client = cache_redis_client(settings)
-    # A worker waits out a Redis restart: every write of a record is retried until it lands.
-    ride_out_outages(cache.client.connection_pool)
-    ride_out_outages(events_client.connection_pool)
-    cpu_pool = create_cpu_pool(settings.cpu_workers)
-    ctx["cache"] = cache
-    ctx["events_client"] = events_client
-    ctx["cpu_pool"] = cpu_pool
-    events = RedisJobEvents(events_client, job_events_channel(settings.cache_namespace))
-    quotas = RedisQuotaLedger(events_client, settings.cache_namespace)
-    records = RedisRecordStore(cache, settings.cache_ttl, events, quotas)
+    backend = await resources.enter_async_context(
+        open_backend(settings, Role.WORKER, queue_client=pool)
+    )
     activity = WorkerActivity(
         Metrics(), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
     )
-    runner = JobRunner(records, IMPLEMENTATIONS, cpu_pool, activity)
-    ctx["runner"] = runner
-
-    def cancel(job_id: bytes) -> None:
-        runner.cancel(job_id.decode())
-
-    cancellations = Subscription(pool, cancel_channel(settings.queue_name), cancel)
-    await cancellations.start()
-    ctx["cancellations"] = cancellations
-    ctx["monitoring"] = await start_monitoring(settings, pool, activity)
+    ctx["runner"] = await resources.enter_async_context(running_jobs(settings, backend, activity))
+    monitoring = await start_monitoring(settings, backend.overview, activity)
+    resources.push_async_callback(monitoring.close)
     logger.info(
         "worker ready: queue %s, %d job types, %d at once",
         settings.queue_name, len(JOB_TYPES), settings.worker_concurrency,
@@ -168,16 +127,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    await ctx["redis"].stop_listening()
-    for name in ("monitoring", "cancellations", "leases"):
-        if name in ctx:
-            await ctx[name].close()
-    if "cache" in ctx:
-        await ctx["cache"].close()
-    if "events_client" in ctx:
-        await ctx["events_client"].aclose()
-    if "cpu_pool" in ctx:
-        ctx["cpu_pool"].shutdown(wait=False, cancel_futures=True)
+    if "resources" in ctx:
+        await ctx["resources"].aclose()
     logger.info("worker stopped")
 
 
@@ -185,7 +136,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     """Everything the worker is built from, derived from one settings object."""
     return {
         "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
-        "redis_pool": WorkerPool(
+        "redis_pool": QueueWaitingRedis(
             queue_name=settings.queue_name,
             fallback_poll=settings.worker_fallback_poll,
             job_serializer=job_serializer,
@@ -231,7 +182,7 @@ def settings_for_worker() -> Settings:
 
 def main() -> None:
     """Read the settings, build the worker on uvloop's event loop and run it until SIGTERM or
-    SIGINT, as `arq <settings>` would, with the worker of worker/claims.py.
+    SIGINT, as `arq <settings>` would, with the worker of worker/arq_internals.py.
 
     uvloop, as uvicorn gives the api: a worker spends most of its time in Redis round trips,
     where uvloop's socket and callback handling are cheaper: through one worker, the

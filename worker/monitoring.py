@@ -1,10 +1,10 @@
 """How operators see a worker process: its heartbeat in Redis and its own HTTP endpoint.
 
-The heartbeat announces the worker's status (shared/redis_overview.py) every HEARTBEAT_SECONDS,
-for the dashboard and the api's `jobcache_workers_alive`. The endpoint serves the worker's
-Prometheus metrics (`GET /metrics`) and its health (`GET /health/live`: the event loop answers;
-`GET /health/ready`: its last heartbeat reached Redis). It runs in the worker's event loop, not
-in a thread, so that an answer also proves the loop is not stuck.
+The heartbeat announces the worker's status in the overview (shared/overview/) every
+HEARTBEAT_SECONDS, for the dashboard and the api's `jobcache_workers_alive`. The endpoint
+serves the worker's Prometheus metrics (`GET /metrics`) and its health (`GET /health/live`: the
+event loop answers; `GET /health/ready`: its last heartbeat reached Redis). It runs in the
+worker's event loop, not in a thread, so that an answer also proves the loop is not stuck.
 """
 
 import asyncio
@@ -14,13 +14,11 @@ import logging
 import socket
 import time
 
-import redis
-import redis.asyncio
-
+from shared.activity import WorkerActivity
+from shared.errors import BackendUnavailableError
 from shared.metrics import EXPOSITION_CONTENT_TYPE
-from shared.redis_overview import HEARTBEAT_SECONDS, WORKER_STALE_SECONDS, RedisOverview
+from shared.overview.base import HEARTBEAT_SECONDS, WORKER_STALE_SECONDS, Overview
 from shared.settings import Settings
-from shared.workers import WorkerActivity
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +30,7 @@ ANY_ADDRESS = ("", "0.0.0.0", "::")
 class Heartbeat:
     """Announces the worker now and every HEARTBEAT_SECONDS; withdraws it when closed."""
 
-    def __init__(self, overview: RedisOverview, activity: WorkerActivity) -> None:
+    def __init__(self, overview: Overview, activity: WorkerActivity) -> None:
         self._overview = overview
         self._activity = activity
         self._last_beat: float | None = None
@@ -51,7 +49,7 @@ class Heartbeat:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+        with contextlib.suppress(BackendUnavailableError, TimeoutError):
             async with asyncio.timeout(WITHDRAW_TIMEOUT):
                 await self._overview.withdraw(self._activity.worker_id)
 
@@ -64,7 +62,8 @@ class Heartbeat:
         try:
             async with asyncio.timeout(HEARTBEAT_SECONDS):
                 await self._overview.announce(self._activity.status())
-        except (redis.RedisError, OSError, TimeoutError) as error:
+        except (BackendUnavailableError, TimeoutError) as error:
+            # TimeoutError: this beat's own deadline (the worker's clients wait out outages).
             self._activity.metrics.redis_errors.labels("heartbeat").inc()
             if not self._failing:
                 logger.warning("worker heartbeat cannot reach Redis: %r", error)
@@ -165,10 +164,9 @@ class Monitoring:
 
 
 async def start_monitoring(
-    settings: Settings, client: redis.asyncio.Redis, activity: WorkerActivity
+    settings: Settings, overview: Overview, activity: WorkerActivity
 ) -> Monitoring:
     """Open the endpoint, then announce the worker (with the endpoint's address)."""
-    overview = RedisOverview(client, settings.cache_namespace, settings.queue_name)
     heartbeat = Heartbeat(overview, activity)
     endpoint = WorkerEndpoint(activity, heartbeat)
     port = await endpoint.start(settings.worker_metrics_host, settings.worker_metrics_port)

@@ -9,22 +9,26 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from shared.activity import WorkerActivity
+from shared.backend import Backend
 from shared.catalog import JobType
 from shared.errors import JobFailedError, RetryableJobError
 from shared.logs import job_event
+from shared.queue import QueuedJob
+from shared.quotas import QuotaLedger
 from shared.records import CANCELLED_MESSAGE, JobRecord, JobStatus, RecordStore, utcnow
-from shared.workers import WorkerActivity
+from shared.settings import Settings
 from worker.attempt_records import AttemptRecords
-from worker.context import JobContext
-from worker.implementations import Implementation
+from worker.context import JobContext, create_cpu_pool
+from worker.implementations import IMPLEMENTATIONS, Implementation
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +83,13 @@ class JobRunner:
         implementations: Mapping[str, Implementation],
         cpu_pool: Executor,
         activity: WorkerActivity | None = None,
+        quotas: QuotaLedger | None = None,
     ) -> None:
         self._records = records
         self._implementations = implementations
         self._cpu_pool = cpu_pool
+        # Whoever ends a job releases its quota (the api, for a job it cancels while queued).
+        self._quotas = quotas
         # Counts each attempt's start and end in the metrics and the worker's heartbeat.
         self._activity = activity if activity is not None else WorkerActivity()
         self._running: dict[str, asyncio.Task[Any]] = {}
@@ -98,26 +105,18 @@ class JobRunner:
         task.cancel()
         return True
 
-    async def run(
-        self,
-        job_type: JobType,
-        job_id: str,
-        parameters: Mapping[str, Any],
-        *,
-        attempt: int,
-        created_at: datetime,
-        owner: str | None = None,
-    ) -> Outcome:
-        """Run one attempt in the current task, which `cancel` may cancel."""
+    async def run(self, job_type: JobType, job: QueuedJob, *, attempt: int) -> Outcome:
+        """Run one attempt of `job` in the current task, which `cancel` may cancel."""
         ttl = self._records.ttl_for(job_type.result_ttl)
+        job_id = job.id
         # Built from what the queue carries rather than read back: one Redis round trip less.
         record = JobRecord(
             id=job_id,
             name=job_type.name,
             max_attempts=job_type.max_attempts,
             attempts=attempt,
-            created_at=created_at,
-            owner=owner,
+            created_at=job.created_at,
+            owner=job.owner,
         )
         if attempt > job_type.max_attempts + REDELIVERIES:
             # Every earlier delivery ended without an outcome: its worker died or stopped
@@ -132,7 +131,7 @@ class JobRunner:
         assert task is not None
         self._running[job_id] = task
         try:
-            return await self._attempt(job_type, record, ttl, parameters)
+            return await self._attempt(job_type, record, ttl, job.parameters)
         except asyncio.CancelledError:
             if job_id not in self._cancel_requested:
                 # The worker is stopping: the job goes back to the queue and runs again.
@@ -249,8 +248,26 @@ class JobRunner:
         record.finished_at = utcnow()
         self._activity.finished(record)
         await self._writer(record.id).put(record, ttl)
+        if record.owner is not None and self._quotas is not None:
+            await self._quotas.release(record.owner, record.id)
         return Finished()
 
     def _writer(self, job_id: str) -> AttemptRecords | RecordStore:
         """Where this attempt's records go: through its writer once it has started."""
         return self._writers.get(job_id, self._records)
+
+
+@asynccontextmanager
+async def running_jobs(
+    settings: Settings, backend: Backend, activity: WorkerActivity
+) -> AsyncIterator[JobRunner]:
+    """The runner of a worker process or of the local mode's embedded worker, over the
+    backend's records and quotas, with a process pool for CPU-bound job code; it stops jobs
+    that a client cancels while they run."""
+    cpu_pool = create_cpu_pool(settings.cpu_workers)
+    try:
+        runner = JobRunner(backend.records, IMPLEMENTATIONS, cpu_pool, activity, backend.quotas)
+        await backend.queue.listen_for_cancels(runner.cancel)
+        yield runner
+    finally:
+        cpu_pool.shutdown(wait=False, cancel_futures=True)

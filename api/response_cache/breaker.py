@@ -7,15 +7,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis
-
 from shared.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FAILURES_TO_OPEN = 3
-STORE_ERRORS = (redis.RedisError, OSError, TimeoutError)
+STORE_ERRORS = (BackendUnavailableError, TimeoutError)
+"""How a store call fails: the store could not reach Redis, or the breaker's deadline passed."""
 
 
 class CircuitBreaker:
@@ -53,7 +52,7 @@ class CircuitBreaker:
         skipped silently); a failure is raised as BackendUnavailableError."""
         try:
             result = await operation()
-        except STORE_ERRORS as error:
+        except BackendUnavailableError as error:
             self._failed(what, error)
             raise BackendUnavailableError(f"the response cache could not {what}") from error
         self._succeeded()

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.response_cache.cache import Produced, ResponseCache
-from api.response_cache.keys import checked_namespace, variant
 from api.response_cache.rendering import answer, captured, rendered
+from api.response_cache.variants import checked_namespace, variant
 
 REQUEST_PARAMETER = "response_cache_request"
 RESPONSE_PARAMETER = "response_cache_response"

@@ -1,19 +1,21 @@
-"""The one place that picks the response cache's backend (Redis or memory) from the settings."""
+"""Opens the response cache on the backend the settings name: a store of its own on the cache's
+Redis (it needs Lua, SCAN and pub/sub, which aiocache does not offer), or in memory."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import assert_never
 
-import redis
+import redis.asyncio
 
 from api.response_cache.breaker import CircuitBreaker
 from api.response_cache.cache import ResponseCache
-from api.response_cache.keys import ResponseKeys
 from api.response_cache.memory_store import MemoryResponseStore
 from api.response_cache.near import NearCache
 from api.response_cache.redis_store import RedisResponseStore
 from api.response_cache.store import ResponseStore
-from shared.redis_connection import cache_redis_client, explain_redis_error
+from shared.connections import cache_redis_client, explain_redis_error
+from shared.errors import BackendUnavailableError
+from shared.keys import ResponseKeys
 from shared.settings import Settings
 
 
@@ -43,7 +45,7 @@ async def open_response_cache(settings: Settings) -> AsyncIterator[ResponseCache
     try:
         try:
             await cache.start()
-        except (redis.RedisError, OSError, TimeoutError) as error:
+        except BackendUnavailableError as error:
             raise explain_redis_error(error, settings, cache=True) from None
         yield cache
     finally:

@@ -1,5 +1,6 @@
 """The Redis backend of the response store: one client of the cache's Redis, Lua for the two
-compare-and-set steps, SCAN with batched UNLINK for invalidation, pub/sub for broadcasts."""
+compare-and-set steps, SCAN with batched UNLINK for invalidation, pub/sub for broadcasts; a
+Redis failure is raised as BackendUnavailableError."""
 
 import re
 from collections.abc import Callable
@@ -7,6 +8,7 @@ from collections.abc import Callable
 import redis.asyncio
 
 from api.response_cache.store import Found, Lookup
+from shared.connections import calls_redis
 from shared.subscriptions import Subscription
 
 SCAN_BATCH = 500
@@ -36,6 +38,7 @@ class RedisResponseStore:
         self._unlock = client.register_script(UNLOCK)
         self._subscription: Subscription | None = None
 
+    @calls_redis("subscribe to invalidations")
     async def start(self, on_invalidation: Callable[[str], None]) -> None:
         def deliver(data: bytes) -> None:
             on_invalidation(data.decode("utf-8", "replace"))
@@ -47,6 +50,7 @@ class RedisResponseStore:
         if self._subscription is not None:
             await self._subscription.close()
 
+    @calls_redis("look up a response")
     async def lookup(self, key: str, epoch_key: str) -> Lookup:
         async with self._client.pipeline(transaction=True) as pipeline:
             pipeline.get(key)
@@ -59,6 +63,7 @@ class RedisResponseStore:
             return Lookup(None, epoch_text)
         return Lookup(Found(payload, milliseconds / 1000), epoch_text)
 
+    @calls_redis("store a response")
     async def store(self, key: str, payload: str, ttl: float, epoch_key: str, epoch: str) -> bool:
         milliseconds = max(1, round(ttl * 1000))
         stored = await self._store_if_epoch(
@@ -66,12 +71,15 @@ class RedisResponseStore:
         )
         return bool(stored)
 
+    @calls_redis("take a fill lock")
     async def lock(self, key: str, token: str, ttl: float) -> bool:
         return bool(await self._client.set(key, token, nx=True, px=max(1, round(ttl * 1000))))
 
+    @calls_redis("release a fill lock")
     async def unlock(self, key: str, token: str) -> None:
         await self._unlock(keys=[key], args=[token])
 
+    @calls_redis("delete a response")
     async def delete(self, key: str, epoch_key: str) -> int:
         async with self._client.pipeline(transaction=True) as pipeline:
             pipeline.incr(epoch_key)
@@ -79,6 +87,7 @@ class RedisResponseStore:
             _, deleted = await pipeline.execute()
         return int(deleted)
 
+    @calls_redis("delete responses")
     async def delete_prefix(self, prefix: str, epoch_key: str) -> int:
         """SCAN in batches, never KEYS or FLUSHDB: Redis keeps serving while it runs, and only
         keys under `prefix` (never the queue's) can match."""
@@ -93,5 +102,6 @@ class RedisResponseStore:
             if cursor == 0:
                 return deleted
 
+    @calls_redis("announce an invalidation")
     async def announce(self, prefix: str) -> None:
         await self._client.publish(self._channel, prefix)

@@ -9,19 +9,16 @@ jobs there, as everywhere else: other callers' jobs are counted but never named.
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from aiocache.base import BaseCache
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from api.auth import Caller
-from api.deps import CacheDep, CallerDep, OverviewDep, SettingsDep
-from shared.keys import job_record_key
+from api.deps import CallerDep, OverviewDep, RecordsDep, SettingsDep
+from shared.activity import WorkerStatus
 from shared.overview import waiting_jobs
-from shared.records import JobRecord, Progress, utcnow
-from shared.workers import WorkerStatus
+from shared.records import JobRecord, Progress, RecordStore, utcnow
 
 router = APIRouter(tags=["operations"])
 
@@ -90,13 +87,10 @@ def summary(record: JobRecord) -> JobSummary:
     )
 
 
-async def recent_jobs(cache: BaseCache, job_ids: list[str], caller: Caller) -> list[JobSummary]:
+async def recent_jobs(records: RecordStore, job_ids: list[str], caller: Caller) -> list[JobSummary]:
     """The caller's records among these jobs, in one read; expired ones are left out."""
-    if not job_ids:
-        return []
-    stored: list[Any] = await cache.multi_get([job_record_key(job_id) for job_id in job_ids])
-    records = [JobRecord.model_validate(data) for data in stored if data is not None]
-    return [summary(record) for record in records if record.owner == caller.owner]
+    found = await records.get_many(job_ids)
+    return [summary(record) for record in found if record.owner == caller.owner]
 
 
 def unnamed_unless_visible(worker: WorkerStatus, visible: set[str]) -> WorkerStatus:
@@ -122,7 +116,7 @@ async def dashboard_asset(name: str) -> FileResponse:
 
 @router.get("/dashboard/state", response_model=DashboardState)
 async def dashboard_state(
-    overview: OverviewDep, cache: CacheDep, settings: SettingsDep, caller: CallerDep
+    overview: OverviewDep, records: RecordsDep, settings: SettingsDep, caller: CallerDep
 ) -> DashboardState:
     """Everything the dashboard shows, in one answer: queue, live workers with the jobs each
     runs, and the last submitted jobs (newest first). With API keys, a key's own jobs only;
@@ -130,7 +124,7 @@ async def dashboard_state(
     depth, workers, job_ids = await asyncio.gather(
         overview.queue_depth(), overview.workers(), overview.recent_job_ids(RECENT_SHOWN)
     )
-    recent = await recent_jobs(cache, job_ids, caller)
+    recent = await recent_jobs(records, job_ids, caller)
     shown = workers
     if caller.owner is not None:
         visible = {job.id for job in recent}

@@ -4,13 +4,13 @@ GET /health/ready for load balancers and orchestrators."""
 import asyncio
 from typing import Literal
 
-import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import ServicesDep
 from api.services import Services
+from shared.errors import BackendUnavailableError
 
 router = APIRouter(tags=["health"])
 
@@ -36,13 +36,13 @@ class Readiness(BaseModel):
 
 async def redis_answers(services: Services) -> bool | None:
     """Whether the queue's and the cache's Redis answer a ping in time; None without Redis."""
-    if services.redis is None:
+    if not services.backend.uses_redis:
         return None
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            await services.redis.ping()
-            await services.cache.raw("ping")
-    except (redis.RedisError, OSError, TimeoutError):
+            await services.backend.ping()
+    except (BackendUnavailableError, TimeoutError):
+        # TimeoutError: this check's own deadline.
         services.metrics.redis_errors.labels("health").inc()
         return False
     return True

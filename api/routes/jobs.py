@@ -17,6 +17,7 @@ from api.deps import (
     EventsDep,
     MetricsDep,
     QueueDep,
+    QuotasDep,
     RecordsDep,
     ServicesDep,
 )
@@ -27,6 +28,7 @@ from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobT
 from shared.events import JobWatch
 from shared.keys import is_job_id, new_job_id
 from shared.logs import job_event
+from shared.queue import QueuedJob
 from shared.quotas import Limits
 from shared.records import (
     CANCELLED_MESSAGE,
@@ -56,7 +58,8 @@ async def submit(
     caller: Caller,
 ) -> Response:
     """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
-    records, settings = services.records, services.settings
+    backend, settings = services.backend, services.settings
+    records = backend.records
     record = JobRecord(
         id=new_job_id(),
         name=job_type.name,
@@ -65,11 +68,11 @@ async def submit(
     )
     limits = Limits(settings.quota_jobs_in_flight, settings.quota_submissions_per_second)
     if caller.owner is not None and limits.any:
-        await services.quotas.admit(caller.owner, record.id, limits)
+        await backend.quotas.admit(caller.owner, record.id, limits)
     await records.put(record, records.ttl_for(job_type.result_ttl), announce=False)
-    services.events.remember(record)
+    backend.events.remember(record)
     try:
-        await services.queue.enqueue(job_type, record, parameters.model_dump(mode="json"))
+        await backend.queue.enqueue(QueuedJob.of(record, parameters.model_dump(mode="json")))
     except BaseException:
         await records.delete(record.id)
         raise
@@ -165,7 +168,7 @@ async def get_job(
     ] = 0,
 ) -> Response:
     """The job's record: status, result or error, attempts, times and progress."""
-    records, events = services.records, services.events
+    records, events = services.backend.records, services.backend.events
     if wait <= 0:
         return record_response(await read_record(records, job_id, caller))
     deadline = time.monotonic() + min(wait, services.settings.job_wait_max)
@@ -194,7 +197,12 @@ async def get_job(
     },
 )
 async def cancel_job(
-    job_id: JobId, records: RecordsDep, queue: QueueDep, caller: CallerDep, metrics: MetricsDep
+    job_id: JobId,
+    records: RecordsDep,
+    queue: QueueDep,
+    quotas: QuotasDep,
+    caller: CallerDep,
+    metrics: MetricsDep,
 ) -> JobRecord:
     """Cancel a queued or running job: it is taken off the queue, or stopped where it runs,
     and its record says `cancelled`. A job that has finished cannot be cancelled."""
@@ -209,6 +217,8 @@ async def cancel_job(
     record.error = CANCELLED_MESSAGE
     record.finished_at = utcnow()
     await records.put(record, records.ttl_for(JOB_TYPES[record.name].result_ttl))
+    if record.owner is not None:
+        await quotas.release(record.owner, record.id)
     logger.info(
         "job %s (%s) cancelled", record.id, record.name,
         extra=job_event("job.cancelled", record.id, record.name, attempt=record.attempts),

@@ -5,11 +5,11 @@ HTTP service discovery format."""
 import asyncio
 import math
 
-import redis
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from api.deps import MetricsDep, OverviewDep, SettingsDep
+from shared.errors import BackendUnavailableError
 from shared.metrics import EXPOSITION_CONTENT_TYPE, Metrics
 from shared.overview import Overview, waiting_jobs
 
@@ -31,7 +31,8 @@ async def refresh_system_view(metrics: Metrics, overview: Overview) -> None:
     try:
         async with asyncio.timeout(SYSTEM_VIEW_TIMEOUT_SECONDS):
             depth, workers = await asyncio.gather(overview.queue_depth(), overview.workers())
-    except (redis.RedisError, OSError, TimeoutError):
+    except (BackendUnavailableError, TimeoutError):
+        # TimeoutError: this read's own deadline.
         metrics.redis_errors.labels("metrics").inc()
         metrics.show_system(queue_depth=math.nan, deferred=math.nan, workers_alive=math.nan)
         return

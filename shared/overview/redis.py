@@ -1,59 +1,45 @@
 """The Redis backend of the operator's view, on the queue's Redis (which never evicts).
 
-Workers announce themselves with a heartbeat every HEARTBEAT_SECONDS: their status as JSON under
-`<namespace>:worker:<id>` (expiring after WORKER_STALE_SECONDS) and their id in the sorted set
-`<namespace>:workers`, scored by the time of the beat. Reading the live workers is one range of
-that set and one MGET; nothing is ever scanned. The last RECENT_JOBS submitted jobs are the
-sorted set `<namespace>:recent-jobs`, written in batches (at most RECENT_JOBS_DELAY after a
-submission) so that a busy api adds no Redis command per job for it.
+Workers announce themselves with a heartbeat every HEARTBEAT_SECONDS (3 commands in one round
+trip): their status as JSON under their worker key (expiring after WORKER_STALE_SECONDS) and
+their id in the workers sorted set, scored by the time of the beat. Reading the live workers is
+one range of that set and one MGET; nothing is ever scanned. The last RECENT_JOBS submitted
+jobs are the recent-jobs sorted set, written in batches (at most RECENT_JOBS_DELAY after a
+submission) so that a busy api adds no Redis command per job for it. The keys are named in
+shared/keys.py.
 """
 
 import asyncio
 import logging
 import time
 
-import redis
 import redis.asyncio
 from arq.utils import timestamp_ms
 
-from shared.overview import RECENT_JOBS, QueueDepth
-from shared.records import JobRecord
-from shared.workers import WorkerStatus
+from shared.activity import WorkerStatus
+from shared.connections import REDIS_FAILURES, calls_redis
+from shared.keys import Keys
+from shared.overview.base import RECENT_JOBS, WORKER_STALE_SECONDS, QueueDepth
+from shared.records.model import JobRecord
 
 logger = logging.getLogger(__name__)
-
-HEARTBEAT_SECONDS = 2.0
-"""How often a worker announces itself: 3 commands in one round trip per beat."""
-WORKER_STALE_SECONDS = 3 * HEARTBEAT_SECONDS
-"""A worker not heard from for this long is gone (stopped, crashed or cut off from Redis)."""
 
 RECENT_JOBS_DELAY = 0.25
 """Longest time a submitted job waits to be written to the recent jobs, with others."""
 
 
-def workers_key(namespace: str) -> str:
-    return f"{namespace}:workers"
-
-
-def worker_key(namespace: str, worker_id: str) -> str:
-    return f"{namespace}:worker:{worker_id}"
-
-
-def recent_jobs_key(namespace: str) -> str:
-    return f"{namespace}:recent-jobs"
-
-
 class RedisOverview:
-    def __init__(self, client: redis.asyncio.Redis, namespace: str, queue_name: str) -> None:
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
         self._client = client
-        self._namespace = namespace
-        self._queue_name = queue_name
-        self._workers_key = workers_key(namespace)
-        self._recent_key = recent_jobs_key(namespace)
+        self._keys = keys
+        self._queue_name = keys.queue
+        self._workers_key = keys.workers
+        self._recent_key = keys.recent_jobs
         self._pending: dict[str, float] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
+    @calls_redis("read the queue's depth")
     async def queue_depth(self) -> QueueDepth:
         # arq scores each queued job with the time (ms) it is due.
         now = timestamp_ms()
@@ -63,12 +49,13 @@ class RedisOverview:
             due, deferred = await pipe.execute()
         return QueueDepth(due=int(due), deferred=int(deferred))
 
+    @calls_redis("read the live workers")
     async def workers(self) -> list[WorkerStatus]:
         fresh_since = time.time() - WORKER_STALE_SECONDS
         ids = await self._client.zrangebyscore(self._workers_key, fresh_since, "+inf")
         if not ids:
             return []
-        keys = [worker_key(self._namespace, raw.decode()) for raw in ids]
+        keys = [self._keys.worker(raw.decode()) for raw in ids]
         found = [
             WorkerStatus.model_validate_json(raw)
             for raw in await self._client.mget(keys)
@@ -76,6 +63,7 @@ class RedisOverview:
         ]
         return sorted(found, key=lambda status: status.started_at)
 
+    @calls_redis("read the recent jobs")
     async def recent_job_ids(self, limit: int) -> list[str]:
         if limit <= 0:
             return []
@@ -89,7 +77,7 @@ class RedisOverview:
                 RECENT_JOBS_DELAY, self._write_pending
             )
 
-    async def flush(self) -> None:
+    async def close(self) -> None:
         """Write what is pending now, and wait for every write under way."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
@@ -109,16 +97,17 @@ class RedisOverview:
                 pipe.zadd(self._recent_key, pending)
                 pipe.zremrangebyrank(self._recent_key, 0, -(RECENT_JOBS + 1))
                 await pipe.execute()
-        except (redis.RedisError, OSError) as error:
+        except REDIS_FAILURES as error:
             # The jobs are queued all the same; only the dashboard's list misses them.
             logger.warning("%d jobs are missing from the recent jobs: %r", len(pending), error)
 
+    @calls_redis("announce a worker")
     async def announce(self, status: WorkerStatus) -> None:
         """A worker's heartbeat: its status, fresh for WORKER_STALE_SECONDS."""
         now = time.time()
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.set(
-                worker_key(self._namespace, status.id),
+                self._keys.worker(status.id),
                 status.model_dump_json(),
                 px=int(WORKER_STALE_SECONDS * 1000),
             )
@@ -127,9 +116,10 @@ class RedisOverview:
             pipe.zremrangebyscore(self._workers_key, "-inf", now - WORKER_STALE_SECONDS)
             await pipe.execute()
 
+    @calls_redis("withdraw a worker")
     async def withdraw(self, worker_id: str) -> None:
         """A worker that stops takes itself off the list at once."""
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.zrem(self._workers_key, worker_id)
-            pipe.delete(worker_key(self._namespace, worker_id))
+            pipe.delete(self._keys.worker(worker_id))
             await pipe.execute()

@@ -1,8 +1,8 @@
 """The Redis backend of per-key quotas, shared by every api process.
 
-`<namespace>:in-flight:<owner>` is a sorted set of unfinished job ids, scored by when they stop
-counting anyway (a job that never finishes cannot hold a quota forever);
-`<namespace>:rate:<owner>` counts this second's submissions. One script checks and counts
+An owner's in-flight key is a sorted set of unfinished job ids, scored by when they stop
+counting anyway (a job that never finishes cannot hold a quota forever); its rate key counts
+this second's submissions (both named in shared/keys.py). One script checks and counts
 atomically.
 """
 
@@ -10,9 +10,11 @@ import time
 
 import redis.asyncio
 
+from shared.connections import calls_redis
 from shared.errors import QuotaExceededError
-from shared.quotas import IN_FLIGHT_REFUSAL, RATE_REFUSAL, Limits
-from shared.records import UNFINISHED_RECORD_TTL
+from shared.keys import Keys
+from shared.quotas.base import IN_FLIGHT_REFUSAL, RATE_REFUSAL, Limits
+from shared.records.model import UNFINISHED_RECORD_TTL
 
 ADMIT = """
 local now, job, in_flight, rate, expires = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]),
@@ -33,18 +35,16 @@ return 0
 
 
 class RedisQuotaLedger:
-    def __init__(self, client: redis.asyncio.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
         self._client = client
-        self._namespace = namespace
+        self._keys = keys
         self._admit = client.register_script(ADMIT)
 
-    def _in_flight_key(self, owner: str) -> str:
-        return f"{self._namespace}:in-flight:{owner}"
-
+    @calls_redis("count a job against its quotas")
     async def admit(self, owner: str, job_id: str, limits: Limits) -> None:
         now_ms = int(time.time() * 1000)
         refused = await self._admit(
-            keys=[self._in_flight_key(owner), f"{self._namespace}:rate:{owner}"],
+            keys=[self._keys.in_flight(owner), self._keys.submission_rate(owner)],
             args=[
                 now_ms,
                 job_id,
@@ -58,5 +58,6 @@ class RedisQuotaLedger:
         if refused == 2:
             raise QuotaExceededError(RATE_REFUSAL.format(limit=limits.submissions_per_second), 1)
 
+    @calls_redis("release a job's quota")
     async def release(self, owner: str, job_id: str) -> None:
-        await self._client.zrem(self._in_flight_key(owner), job_id)
+        await self._client.zrem(self._keys.in_flight(owner), job_id)

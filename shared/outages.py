@@ -8,6 +8,9 @@ that is shutting down still completes TCP connects in its listen backlog, then r
 unanswered; a worker that opened a connection in that moment would get the error raised into
 its job's final record write, or into arq's own step, and the job would end with its record
 still saying `queued`. The connections here retry the whole connect, handshake included.
+
+shared/backend.py applies it to every Redis client of a worker process (the api's clients
+fail fast instead, so that a request answers 503 rather than hang).
 """
 
 import socket

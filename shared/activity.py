@@ -2,7 +2,7 @@
 
 The runner tells a WorkerActivity when an attempt starts and how it ends; the activity counts it
 in the process's metrics and keeps the worker's status, which the worker publishes in its
-heartbeat (shared/redis_overview.py) and the embedded worker of the local mode shows directly.
+heartbeat (shared/overview/) and the embedded worker of the local mode shows directly.
 """
 
 import os
@@ -13,7 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from shared.metrics import Metrics
-from shared.records import JobRecord, utcnow
+from shared.records.model import JobRecord, utcnow
 
 
 class RunningJob(BaseModel):

@@ -1,6 +1,7 @@
 """Job events: every write of a job record is announced, so that clients can wait on a job
-(`?wait`, the event stream) without polling. The memory and Redis backends share the local
-fan-out below; shared/redis_events.py carries events between processes."""
+(`?wait`, the event stream) without polling. The port, and the local fan-out that both
+backends share: shared/events/memory.py (one process) and shared/events/redis.py (between
+processes)."""
 
 import asyncio
 import time
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-from shared.records import JobRecord
+from shared.records.model import JobRecord
 
 
 class JobWatch:
@@ -98,12 +99,3 @@ class LocalFanOut:
             self._remembered[record.id] = (remembered[0], record)
         for job_watch in self._watches.get(record.id, ()):
             job_watch.deliver(record)
-
-
-class MemoryJobEvents(LocalFanOut):
-    """The local mode's events: publisher and watchers live in the same process."""
-
-    async def publish(self, record: JobRecord, text: str) -> None:
-        if self.is_watched(record.id):
-            # A copy: the runner goes on changing its record after publishing it.
-            self.deliver(record.model_copy(deep=True))

@@ -4,8 +4,9 @@ and each api process keeps one subscription that hands them to its local watches
 import redis.asyncio
 from redis.asyncio.client import Pipeline
 
-from shared.events import LocalFanOut
-from shared.records import JobRecord
+from shared.connections import calls_redis
+from shared.events.base import LocalFanOut
+from shared.records.model import JobRecord
 from shared.subscriptions import Subscription
 
 
@@ -18,6 +19,7 @@ class RedisJobEvents(LocalFanOut):
         self._channel = channel
         self._subscription = Subscription(client, channel, self._dispatch)
 
+    @calls_redis("publish a job event")
     async def publish(self, record: JobRecord, text: str) -> None:
         await self._client.publish(self._channel, self.message(record, text))
 
@@ -29,6 +31,7 @@ class RedisJobEvents(LocalFanOut):
     def message(record: JobRecord, text: str) -> str:
         return f"{record.id} {text}"
 
+    @calls_redis("subscribe to job events")
     async def start_listening(self) -> None:
         await self._subscription.start()
 
@@ -36,6 +39,7 @@ class RedisJobEvents(LocalFanOut):
         await self._subscription.close()
 
     def _dispatch(self, data: bytes) -> None:
+        """A malformed message raises here; the subscription logs it and reads on."""
         job_id, _, payload = data.partition(b" ")
         decoded_id = job_id.decode("ascii", "replace")
         if self.is_watched(decoded_id):

@@ -1,13 +1,45 @@
-"""Connecting to Redis: arq's connection settings and a startup check with a clear message."""
+"""Connecting to Redis: client options, arq's connection settings, a startup check with a clear
+message, and the boundary where a Redis failure becomes the one domain error."""
 
-from typing import Any
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
 from arq.connections import RedisSettings
 
-from shared.errors import StartupError
+from shared.errors import BackendUnavailableError, StartupError
 from shared.settings import RedisAddress, Settings
+
+REDIS_FAILURES = (redis.RedisError, OSError, TimeoutError)
+"""What a call of redis-py raises when Redis fails, refuses or does not answer in time (a
+connect that times out raises the builtin TimeoutError)."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+Method = Callable[P, Coroutine[Any, Any, T]]
+
+
+def calls_redis(what: str) -> Callable[[Method[P, T]], Method[P, T]]:
+    """Mark a method of a Redis backend: a Redis failure inside it is raised as
+    BackendUnavailableError saying what could not be done (the cause stays attached)."""
+
+    def decorate(method: Method[P, T]) -> Method[P, T]:
+        @functools.wraps(method)
+        async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await method(*args, **kwargs)
+            except REDIS_FAILURES as error:
+                raise BackendUnavailableError(
+                    f"Redis failed to {what}: {type(error).__name__}"
+                ) from error
+
+        return call
+
+    return decorate
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:
@@ -31,6 +63,8 @@ def explain_redis_error(
 ) -> StartupError:
     """A message that says what went wrong and which setting to check; never the password.
     `cache` says the error came from the cache's Redis, which CACHE_REDIS_* may name."""
+    if isinstance(error, BackendUnavailableError) and error.__cause__ is not None:
+        error = error.__cause__
     server = settings.cache_redis if cache else settings.queue_redis
     where = f"Redis at {server.host}:{server.port}"
     own_address = cache and (settings.cache_redis_host or settings.cache_redis_port)

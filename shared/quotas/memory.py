@@ -1,44 +1,12 @@
-"""Per-key quotas: unfinished jobs and submissions per second. The port and its in-memory
-backend (local mode) are here; shared/redis_quotas.py shares the counts between api processes.
-
-The api admits a job before queuing it; the record store releases it when the job's finished
-record is written, wherever that happens (worker or api).
-"""
+"""The local mode's quotas: the counts of one process, in memory."""
 
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Protocol
 
 from shared.errors import QuotaExceededError
-from shared.records import UNFINISHED_RECORD_TTL
-
-
-@dataclass(frozen=True)
-class Limits:
-    jobs_in_flight: int
-    """0: no limit."""
-    submissions_per_second: int
-    """0: no limit."""
-
-    @property
-    def any(self) -> bool:
-        return bool(self.jobs_in_flight or self.submissions_per_second)
-
-
-IN_FLIGHT_REFUSAL = "this API key has {limit} unfinished jobs, its limit; wait for one to finish"
-RATE_REFUSAL = "this API key submitted {limit} jobs this second, its limit"
-
-
-class QuotaLedger(Protocol):
-    async def admit(self, owner: str, job_id: str, limits: Limits) -> None:
-        """Count the job against the owner's quotas, or raise QuotaExceededError."""
-        ...
-
-    async def release(self, owner: str, job_id: str) -> None:
-        """The job has finished: it no longer counts as in flight."""
-        ...
+from shared.quotas.base import IN_FLIGHT_REFUSAL, RATE_REFUSAL, Limits
+from shared.records.model import UNFINISHED_RECORD_TTL
 
 
 class MemoryQuotaLedger:

@@ -1,0 +1,173 @@
+"""The one way a process opens its backend: `open_backend` builds the object graph of its mode
+(records, job events, queue, quotas, overview), on Redis or in memory, and closes it in reverse.
+
+This is the only place that chooses between the backends; everything else talks to the ports.
+The api's lifespan and the worker's startup both open it, each in its role: the api fails fast
+on a Redis that does not answer (a request gets 503), and listens for job events; a worker's
+clients wait out a Redis restart instead (shared/outages.py).
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import assert_never
+
+import redis.asyncio
+from arq.connections import ArqRedis
+
+from shared.cache import memory_cache, redis_cache
+from shared.connections import REDIS_FAILURES, cache_redis_client, explain_redis_error
+from shared.errors import BackendUnavailableError, ConfigurationError
+from shared.events.base import JobEvents
+from shared.events.memory import MemoryJobEvents
+from shared.events.redis import RedisJobEvents
+from shared.outages import ride_out_outages
+from shared.overview.base import Overview
+from shared.overview.memory import MemoryOverview
+from shared.overview.redis import RedisOverview
+from shared.queue.base import JobQueue
+from shared.queue.memory import MemoryQueue
+from shared.queue.redis import RedisQueue, open_arq_pool
+from shared.quotas.base import QuotaLedger
+from shared.quotas.memory import MemoryQuotaLedger
+from shared.quotas.redis import RedisQuotaLedger
+from shared.records.redis import RedisRecordStore
+from shared.records.store import RecordStore
+from shared.settings import Settings
+
+
+class Role(StrEnum):
+    API = "api"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The stores of one process, open for its lifetime."""
+
+    records: RecordStore
+    events: JobEvents
+    queue: JobQueue
+    quotas: QuotaLedger
+    overview: Overview
+    queue_client: redis.asyncio.Redis | None
+    """A client of the queue's Redis (the arq pool), for health checks; None without Redis."""
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.queue_client is not None
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailableError unless the queue's and the cache's Redis both answer;
+        returns at once without Redis."""
+        if self.queue_client is None:
+            return
+        try:
+            await self.queue_client.ping()
+        except REDIS_FAILURES as error:
+            raise BackendUnavailableError("the queue's Redis did not answer a ping") from error
+        await self.records.ping()
+
+
+InProcessWorker = Callable[
+    [Backend, MemoryQueue, MemoryOverview], AbstractAsyncContextManager[None]
+]
+"""Runs the local mode's jobs in this process (the api hosts worker/embedded.py): given the
+backend, the memory queue it takes jobs from and the overview that shows it."""
+
+
+@asynccontextmanager
+async def open_backend(
+    settings: Settings,
+    role: Role,
+    *,
+    queue_client: ArqRedis | None = None,
+    in_process_worker: InProcessWorker | None = None,
+) -> AsyncIterator[Backend]:
+    """Open the backend `settings.cache_backend` names, for an api or a worker process.
+
+    `queue_client`: the arq pool a worker already made (arq's Worker needs its pool before it
+    starts); the api's is opened here. `in_process_worker`: what runs jobs in the local mode.
+    A Redis that does not answer or refuses the credentials is a StartupError naming the
+    setting to check.
+    """
+    backend = settings.cache_backend
+    async with AsyncExitStack() as stack:
+        if backend == "redis":
+            yield await _open_redis(settings, role, stack, queue_client)
+        elif backend == "local":
+            if role is not Role.API or in_process_worker is None:
+                raise ConfigurationError(
+                    "CACHE_BACKEND=local: jobs run inside the api process, which must host "
+                    "them; a separate worker needs CACHE_BACKEND=redis"
+                )
+            yield await _open_memory(settings, stack, in_process_worker)
+        else:
+            assert_never(backend)
+
+
+async def _open_memory(
+    settings: Settings, stack: AsyncExitStack, in_process_worker: InProcessWorker
+) -> Backend:
+    cache = memory_cache(settings)
+    stack.push_async_callback(cache.close)
+    events = MemoryJobEvents()
+    queue = MemoryQueue()
+    stack.push_async_callback(queue.close)
+    overview = MemoryOverview(queue.backlog)
+    stack.push_async_callback(overview.close)
+    built = Backend(
+        records=RecordStore(cache, settings.cache_ttl, events),
+        events=events,
+        queue=queue,
+        quotas=MemoryQuotaLedger(),
+        overview=overview,
+        queue_client=None,
+    )
+    await stack.enter_async_context(in_process_worker(built, queue, overview))
+    return built
+
+
+async def _open_redis(
+    settings: Settings, role: Role, stack: AsyncExitStack, queue_client: ArqRedis | None
+) -> Backend:
+    keys = settings.keys
+    if queue_client is None:
+        queue_client = await open_arq_pool(settings)
+        stack.push_async_callback(queue_client.aclose)
+    cache = redis_cache(settings)
+    stack.push_async_callback(cache.close)
+    # One client of the cache's Redis for job events and quotas.
+    cache_client = cache_redis_client(settings)
+    stack.push_async_callback(cache_client.aclose)
+    if role is Role.WORKER:
+        # A worker waits out a Redis restart: every write of a record is retried until it lands.
+        ride_out_outages(cache.client.connection_pool)
+        ride_out_outages(cache_client.connection_pool)
+    events = RedisJobEvents(cache_client, keys.job_events_channel)
+    records = RedisRecordStore(cache, settings.cache_ttl, events)
+    if role is Role.API:
+        await _answered(settings, records.ping(), cache=True)
+        await _answered(settings, events.start_listening(), cache=True)
+        stack.push_async_callback(events.close)
+    queue = RedisQueue(queue_client, keys)
+    stack.push_async_callback(queue.close)
+    overview = RedisOverview(queue_client, keys)
+    stack.push_async_callback(overview.close)
+    return Backend(
+        records=records,
+        events=events,
+        queue=queue,
+        quotas=RedisQuotaLedger(cache_client, keys),
+        overview=overview,
+        queue_client=queue_client,
+    )
+
+
+async def _answered(settings: Settings, call: Awaitable[None], *, cache: bool) -> None:
+    """Await a first call to Redis, or raise a StartupError that names what to check."""
+    try:
+        await call
+    except (BackendUnavailableError, *REDIS_FAILURES) as error:
+        raise explain_redis_error(error, settings, cache=cache) from None

@@ -1,0 +1,63 @@
+"""The operator's view of the whole system: queue depth, live workers and recent jobs.
+
+The api reads it for the dashboard and its metrics; workers announce themselves in it. Memory
+(shared/overview/memory.py) and Redis (shared/overview/redis.py) are its two backends; neither
+ever lists keys: workers and recent jobs are kept in small bounded sets written as things
+happen.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.activity import WorkerStatus
+from shared.records.model import JobRecord
+
+RECENT_JOBS = 100
+"""How many of the last submitted jobs are remembered for the dashboard."""
+
+HEARTBEAT_SECONDS = 2.0
+"""How often a worker announces itself."""
+WORKER_STALE_SECONDS = 3 * HEARTBEAT_SECONDS
+"""A worker not heard from for this long is gone (stopped, crashed or cut off from Redis)."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    due: int
+    """Jobs on the queue whose time has come: waiting to start, or running."""
+    deferred: int
+    """Jobs waiting for a retry's delay to pass."""
+
+
+class Overview(Protocol):
+    async def queue_depth(self) -> QueueDepth: ...
+
+    async def workers(self) -> list[WorkerStatus]:
+        """The workers whose heartbeat is fresh, oldest first."""
+        ...
+
+    async def recent_job_ids(self, limit: int) -> list[str]:
+        """The ids of the last submitted jobs, newest first."""
+        ...
+
+    async def note_submitted(self, record: JobRecord) -> None:
+        """Remember a job that was just submitted, dropping the oldest beyond RECENT_JOBS."""
+        ...
+
+    async def announce(self, status: WorkerStatus) -> None:
+        """A worker's heartbeat: its status, fresh for WORKER_STALE_SECONDS."""
+        ...
+
+    async def withdraw(self, worker_id: str) -> None:
+        """A worker that stops takes itself off the list at once."""
+        ...
+
+    async def close(self) -> None:
+        """Write what is pending and stop."""
+        ...
+
+
+def waiting_jobs(depth: QueueDepth, workers: list[WorkerStatus]) -> int:
+    """Jobs due but not started: the queue holds running jobs too until they end."""
+    running = sum(len(worker.running) for worker in workers)
+    return max(0, depth.due - running)

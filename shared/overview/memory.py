@@ -1,0 +1,46 @@
+"""The local mode's view: the embedded worker, shown as it is at each read, is the only
+worker, and the memory queue's backlog is the queue."""
+
+from collections import deque
+from collections.abc import Callable
+
+from shared.activity import WorkerStatus
+from shared.overview.base import RECENT_JOBS, QueueDepth
+from shared.records.model import JobRecord
+
+
+class MemoryOverview:
+    def __init__(self, backlog: Callable[[], tuple[int, int]]) -> None:
+        """`backlog` gives the jobs waiting to start and those waiting for a retry's delay."""
+        self._backlog = backlog
+        self._live: list[Callable[[], WorkerStatus]] = []
+        self._announced: dict[str, WorkerStatus] = {}
+        self._recent: deque[str] = deque(maxlen=RECENT_JOBS)
+
+    def show_worker(self, status: Callable[[], WorkerStatus]) -> None:
+        """A worker of this process, whose status is read afresh each time."""
+        self._live.append(status)
+
+    async def queue_depth(self) -> QueueDepth:
+        waiting, deferred = self._backlog()
+        running = sum(len(worker.running) for worker in await self.workers())
+        return QueueDepth(due=waiting + running, deferred=deferred)
+
+    async def workers(self) -> list[WorkerStatus]:
+        found = [status() for status in self._live] + list(self._announced.values())
+        return sorted(found, key=lambda status: status.started_at)
+
+    async def recent_job_ids(self, limit: int) -> list[str]:
+        return list(self._recent)[-limit:][::-1] if limit > 0 else []
+
+    async def note_submitted(self, record: JobRecord) -> None:
+        self._recent.append(record.id)
+
+    async def announce(self, status: WorkerStatus) -> None:
+        self._announced[status.id] = status
+
+    async def withdraw(self, worker_id: str) -> None:
+        self._announced.pop(worker_id, None)
+
+    async def close(self) -> None:
+        self._live.clear()

@@ -1,0 +1,59 @@
+"""The queue port: where the api puts a job it accepted, and the one message that carries the
+job to whoever runs it. Redis (arq) and memory (the local mode) are its two backends, in
+shared/queue/redis.py and shared/queue/memory.py."""
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.records.model import JobRecord
+
+
+class QueuedJob(BaseModel):
+    """A queued job as the worker receives it: what the Redis queue serialises (as JSON, the
+    single argument of arq's job) and what the memory queue carries."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    """The job type's name."""
+    parameters: dict[str, Any]
+    """The parameters as JSON data, validated against the job type when it was submitted."""
+    created_at: datetime
+    owner: str | None = None
+    """The submitting API key's digest (never the key), or None when the api is open."""
+
+    @classmethod
+    def of(cls, record: JobRecord, parameters: dict[str, Any]) -> "QueuedJob":
+        return cls(
+            id=record.id,
+            name=record.name,
+            parameters=parameters,
+            created_at=record.created_at,
+            owner=record.owner,
+        )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # arq logs each job's arguments: a payload must never reach the logs.
+        for name, value in super().__repr_args__():
+            yield (name, f"<{len(self.parameters)} values>" if name == "parameters" else value)
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, job: QueuedJob) -> None:
+        """Hand the job to whoever runs it; return once it is safely queued."""
+        ...
+
+    async def cancel(self, job_id: str) -> None:
+        """Take the job off the queue, or stop it where it runs."""
+        ...
+
+    async def listen_for_cancels(self, stop: Callable[[str], object]) -> None:
+        """For whoever runs jobs: call `stop(job_id)` when a client cancels a job that is no
+        longer waiting on the queue (it may be running here)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,74 @@
+"""The record store: every read and write of job records goes through it, into the cache
+(aiocache) as JSON under `<namespace>:job:<id>` with a TTL.
+
+This class is the store of both backends: over aiocache's memory cache it is the local mode's,
+and shared/records/redis.py narrows it for Redis (one round trip per announced write, and
+Redis failures raised as BackendUnavailableError).
+"""
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiocache.base import BaseCache
+
+from shared.keys import job_record_key
+from shared.records.model import UNFINISHED_RECORD_TTL, JobRecord
+
+
+def as_is(value: Any) -> Any:
+    """A serializer step that leaves the value alone: records arrive as JSON text already."""
+    return value
+
+
+class RecordPublisher(Protocol):
+    async def publish(self, record: JobRecord, text: str) -> None: ...
+
+
+class RecordStore:
+    """Reads and writes job records in the cache, and announces each write to the job events
+    so that waiting clients see it at once."""
+
+    def __init__(self, cache: BaseCache, default_ttl: int, events: RecordPublisher) -> None:
+        self._cache = cache
+        self._default_ttl = default_ttl
+        self._events = events
+
+    def ttl_for(self, result_ttl: int | None) -> int:
+        return self._default_ttl if result_ttl is None else result_ttl
+
+    async def put(self, record: JobRecord, result_ttl: int, *, announce: bool = True) -> None:
+        """Write the record; `announce=False` for a job nobody can be watching yet.
+
+        A finished job's record is kept `result_ttl` seconds; an unfinished one as long as the
+        job may still run, so that a long queue or a long job never loses its record.
+        """
+        ttl = result_ttl if record.status.finished else max(result_ttl, UNFINISHED_RECORD_TTL)
+        # Serialized once, by pydantic, for both the store and the announcement; what is
+        # stored is the same JSON the cache's JsonSerializer reads back.
+        await self._store(record, record.model_dump_json(), ttl, announce=announce)
+
+    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
+        await self._cache.set(job_record_key(record.id), text, ttl=ttl, dumps_fn=as_is)
+        # Announced only once stored: a client that starts watching after the announcement
+        # reads the record from the store and must find this version there.
+        if announce:
+            await self._events.publish(record, text)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        stored = await self._cache.get(job_record_key(job_id), loads_fn=as_is)
+        return None if stored is None else JobRecord.model_validate_json(stored)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """The records of these jobs that still exist, in their order, in one read."""
+        if not job_ids:
+            return []
+        stored = await self._cache.multi_get(
+            [job_record_key(job_id) for job_id in job_ids], loads_fn=as_is
+        )
+        return [JobRecord.model_validate_json(text) for text in stored if text is not None]
+
+    async def delete(self, job_id: str) -> None:
+        await self._cache.delete(job_record_key(job_id))
+
+    async def ping(self) -> None:
+        """Raise if the store does not answer; memory always does."""

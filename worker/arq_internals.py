@@ -1,0 +1,297 @@
+"""Everything in jobcache that depends on arq's private internals, in one module.
+
+jobcache runs arq's own Worker with three changes, each made through parts of arq that arq
+does not document as public. What this module relies on (arq 0.28; `check_arq_internals`
+fails loudly at a worker's start, and in the tests, if the installed arq lacks any of it):
+
+- `Worker._poll_iteration` reads the queue with `self.pool.zrangebyscore(queue_name, ...,
+  max=now)` and hands the ids to `self.start_jobs(job_ids)`. QueueWaitingRedis overrides
+  that `zrangebyscore` to wait for a wake-up instead of polling; were arq to read the queue
+  another way, an idle worker would read it every `poll_delay` (1 ms): about 1,000 reads a
+  second per idle worker.
+- `Worker.start_jobs(job_ids)`, which ClaimingWorker replaces, with the Worker's `sem` (a
+  semaphore of max_jobs + 1 slots), `job_counter`, `max_jobs`, `tasks` (job id to task),
+  `allow_pick_jobs` (False once SIGTERM's grace began), `loop`, `pool`, `queue_name`, `ctx`,
+  `run_job(job_id, score)` and `_release_sem_dec_counter_on_complete()`.
+- The in-progress key `arq:in-progress:<id>` (arq.constants.in_progress_key_prefix), which arq's
+  claim sets and `finish_job` deletes when the job ends; ClaimingWorker sets it to the worker's
+  id for the worker's lease, and Leases renews it while the job runs.
+
+1. The claim. arq claims each job it found on its queue with WATCH, EXISTS, ZSCORE and
+   MULTI/PSETEX/EXEC: four round trips per job, which were the largest part of a worker's
+   Redis traffic and CPU. `ClaimingWorker.start_jobs` claims every job a read found, up to its
+   free slots, with one script that makes the same checks atomically (the job is still queued
+   and due, and no worker holds it) and sets the same in-progress key.
+2. The lease. arq's in-progress key lives for the longest timeout of any job type plus 10 s;
+   only when it expires may another worker take the job. Here it lives for the worker's lease
+   (WORKER_LEASE) and holds the worker's id, so RedisInsight shows who runs a job, and Leases
+   renews it while the job runs: a dead worker's jobs are free again within seconds. A claim
+   retried after a lost reply finds the key its first try set and takes the job again,
+   instead of leaving it held by nobody until the lease runs out.
+3. The wait. An idle worker waits for a wake-up that the api publishes on enqueue, naming the
+   job (or for WORKER_FALLBACK_POLL, so a lost wake-up only delays a job), then hands arq the
+   jobs the wake-ups named, or reads again: idle workers cost Redis a couple of commands per
+   fallback period, and a new job is picked up at once.
+"""
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import Worker
+
+from shared.connections import REDIS_FAILURES
+from shared.keys import in_progress_key
+from shared.outages import ride_out_outages
+from shared.subscriptions import Subscription
+
+logger = logging.getLogger(__name__)
+
+WORKER_ATTRIBUTES = (
+    "start_jobs",
+    "run_job",
+    "sem",
+    "job_counter",
+    "max_jobs",
+    "tasks",
+    "allow_pick_jobs",
+    "loop",
+    "pool",
+    "queue_name",
+    "ctx",
+    "_release_sem_dec_counter_on_complete",
+)
+"""What ClaimingWorker uses of an arq Worker instance."""
+
+
+def check_arq_internals(worker: Worker) -> None:
+    """Raise RuntimeError naming every internal of arq this module relies on that the installed
+    arq lacks: better a worker that refuses to start than one that polls Redis 1,000 times a
+    second or claims jobs twice."""
+    missing = [name for name in WORKER_ATTRIBUTES if not hasattr(worker, name)]
+    for method, calls in (
+        ("_poll_iteration", ("self.pool.zrangebyscore(", "self.start_jobs(")),
+        ("finish_job", ("in_progress_key_prefix",)),
+    ):
+        source = _source_of(getattr(Worker, method, None))
+        missing += [f"Worker.{method} calling {call}" for call in calls if call not in source]
+    if in_progress_key_prefix != "arq:in-progress:":
+        missing.append("arq.constants.in_progress_key_prefix == 'arq:in-progress:'")
+    if missing:
+        raise RuntimeError(
+            "the installed arq lacks what worker/arq_internals.py relies on: "
+            + ", ".join(missing)
+            + "; pin the arq version that pyproject.toml names"
+        )
+
+
+def _source_of(function: object) -> str:
+    try:
+        return inspect.getsource(function) if function is not None else ""  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+CLAIM_SCRIPT = """
+local now, lease, holder, free = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local claimed = {}
+for index = 2, #KEYS do
+  if #claimed >= 2 * free then break end
+  local job_id = ARGV[index + 3]
+  local score = redis.call('ZSCORE', KEYS[1], job_id)
+  if score and tonumber(score) <= now then
+    local held_by = redis.call('GET', KEYS[index])
+    if not held_by or held_by == holder then
+      redis.call('SET', KEYS[index], holder, 'PX', lease)
+      claimed[#claimed + 1] = job_id
+      claimed[#claimed + 1] = score
+    end
+  end
+end
+return claimed
+"""
+"""KEYS: the queue, then each job's in-progress key; ARGV: now (ms), the lease (ms), this
+worker's id, the free slots, then the job ids. Returns the claimed ids, each with its score."""
+
+
+class JobClaims:
+    """Claims queued jobs for one worker: `holder` is its id, `lease_seconds` its lease."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, queue_name: str, holder: str, lease_seconds: float
+    ) -> None:
+        self._script = client.register_script(CLAIM_SCRIPT)
+        self._queue_name = queue_name
+        self._holder = holder
+        self._lease_ms = int(lease_seconds * 1000)
+
+    async def claim(self, job_ids: Sequence[str], free: int) -> list[tuple[str, int]]:
+        """The jobs among `job_ids` that are due and held by no other worker, at most `free`
+        of them in the queue's order, each with its queue score; they are now held here."""
+        if free <= 0 or not job_ids:
+            return []
+        claimed = await self._script(
+            keys=[self._queue_name, *(in_progress_key(job_id) for job_id in job_ids)],
+            args=[timestamp_ms(), self._lease_ms, self._holder, free, *job_ids],
+        )
+        return [
+            (job_id.decode(), int(float(score)))
+            for job_id, score in zip(claimed[::2], claimed[1::2], strict=True)
+        ]
+
+
+class ClaimingWorker(Worker):
+    """arq's Worker, claiming with JobClaims; `check_arq_internals` runs as it is built."""
+
+    def __init__(self, *, worker_id: str, lease_seconds: float, **options: Any) -> None:
+        super().__init__(**options)
+        check_arq_internals(self)
+        self.worker_id = worker_id
+        # For the startup hook (worker/main.py), which sees only the context.
+        self.ctx["worker_id"] = worker_id
+        self._claims = JobClaims(self.pool, self.queue_name, worker_id, lease_seconds)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Claim the due jobs among `job_ids` that no worker holds, as many as there are free
+        slots, and start each as arq's own `start_jobs` does."""
+        if not self.allow_pick_jobs:
+            # The worker is stopping: the read that found these began before, while it waited
+            # for a wake-up (QueueWaitingRedis).
+            return
+        # Not the jobs running here, which the claim would give this worker again; a job whose
+        # attempt here has ended (a retry now due) may be claimed again.
+        candidates = [
+            job_id for job_id in map(bytes.decode, job_ids) if not self._running_here(job_id)
+        ]
+        for job_id, score in await self._claims.claim(
+            candidates, free=self.max_jobs - self.job_counter
+        ):
+            # Never waits: arq's semaphore has a slot for every job below max_jobs.
+            await self.sem.acquire()
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    def _running_here(self, job_id: str) -> bool:
+        task = self.tasks.get(job_id)
+        return task is not None and not task.done()
+
+
+class Leases:
+    """Renews the in-progress key of each job this worker runs, every third of the lease, so
+    the first renewal lands well within it (arq deletes the key when the job ends)."""
+
+    def __init__(self, pool: ArqRedis, lease_seconds: float) -> None:
+        self._pool = pool
+        self._lease_ms = int(lease_seconds * 1000)
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def hold(self, job_id: str) -> AsyncIterator[None]:
+        """Renew the job's lease while the context is open."""
+        self._held.add(job_id)
+        try:
+            yield
+        finally:
+            self._held.discard(job_id)
+
+    def start(self) -> None:
+        self._renewer = asyncio.create_task(self._renew(), name="job-leases")
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            if not self._held:
+                continue
+            try:
+                async with self._pool.pipeline(transaction=False) as pipe:
+                    for job_id in self._held:
+                        pipe.pexpire(in_progress_key(job_id), self._lease_ms)
+                    await pipe.execute()
+            except REDIS_FAILURES as error:
+                logger.warning("could not renew the leases of running jobs: %r", error)
+
+
+class QueueWaitingRedis(ArqRedis):
+    """A worker's arq pool: its read of the queue waits for a wake-up when it finds nothing new,
+    and its connections wait out a Redis restart (shared/outages.py) where arq would exit."""
+
+    def __init__(self, *, queue_name: str, fallback_poll: float, **options: Any) -> None:
+        super().__init__(**options)
+        ride_out_outages(self.connection_pool)
+        self._watched_queue = queue_name
+        self._fallback_poll = fallback_poll
+        self._wakeup = asyncio.Event()
+        self._announced: list[bytes] = []
+        """Ids of the jobs whose wake-ups came during the current read of the queue."""
+        self._reading = False
+        self._subscription: Subscription | None = None
+        self._last_read: list[bytes] = []
+
+    async def listen_for_wakeups(self, channel: str) -> None:
+        self._subscription = Subscription(self, channel, self._woken)
+        await self._subscription.start()
+
+    def _woken(self, job_id: bytes) -> None:
+        # Kept only while a read waits: a worker busy with max_jobs jobs reads nothing, and
+        # the read it makes once a slot frees finds every job queued meanwhile.
+        if job_id and self._reading:
+            self._announced.append(job_id)
+        self._wakeup.set()
+
+    async def stop_listening(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def zrangebyscore(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name != self._watched_queue or not (self._subscription and self._subscription.active):
+            return await super().zrangebyscore(name, *args, **kwargs)
+        # Cleared before reading: a wake-up that arrives after the read is not lost, and one
+        # that came before is for a job this read finds (the api queues, then announces).
+        self._wakeup.clear()
+        self._announced.clear()
+        self._reading = True
+        try:
+            return await self._read_or_wait(name, *args, **kwargs)
+        finally:
+            self._reading = False
+
+    async def _read_or_wait(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+        job_ids = await super().zrangebyscore(name, *args, **kwargs)
+        if job_ids and job_ids != self._last_read:
+            self._last_read = job_ids
+            return job_ids
+        # Nothing queued, or only the jobs seen last time, which are running (here or on
+        # another worker): nothing new to start until a wake-up or the fallback period.
+        try:
+            async with asyncio.timeout(self._fallback_poll):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+        if self._announced:
+            # The jobs the wake-ups named, without reading the queue again: the claim
+            # (ClaimingWorker) takes only those still queued and due. Jobs whose wake-ups
+            # were lost are found by the read that starts the next call, which also finds
+            # nothing new in these (running here or, when another worker won them, there).
+            announced, self._announced = self._announced, []
+            self._last_read = [*self._last_read, *announced]
+            return announced
+        # arq computed `max` (now) before the wait; a job queued since has a later score.
+        self._last_read = await super().zrangebyscore(
+            name, *args, **{**kwargs, "max": timestamp_ms()}
+        )
+        return self._last_read
