@@ -40,6 +40,23 @@ def test_importing_the_api_and_the_worker_reads_no_settings() -> None:
     assert imported.returncode == 0, imported.stderr
 
 
+def test_the_api_runs_without_the_worker_process_code() -> None:
+    """The api hosts only the embedded worker: the worker process's code, what it replaces of
+    arq's Worker, and uvloop belong to `python -m worker` alone."""
+    imported = subprocess.run(
+        [
+            sys.executable, "-c",
+            "import sys, api.main; print(' '.join(name for name in "
+            "('worker.main', 'worker.arq_internals', 'worker.monitoring', 'uvloop') "
+            "if name in sys.modules))",
+        ],
+        cwd=Path(__file__).parents[1], env={**os.environ, "JOBCACHE_ENV_FILE": ""},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.split() == []
+
+
 def test_openapi_documents_each_job_type_with_its_own_parameter_schema() -> None:
     schema = create_app().openapi()
     for name, job_type in JOB_TYPES.items():
