@@ -36,7 +36,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         backend = await stack.enter_async_context(
             open_backend(settings, Role.API, in_process_worker=embedded_worker(settings, metrics))
         )
-        response_cache = await stack.enter_async_context(open_response_cache(settings))
+        response_cache = await stack.enter_async_context(open_response_cache(settings, backend))
         yield Services(
             settings,
             backend,

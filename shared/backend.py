@@ -1,5 +1,6 @@
 """The one way a process opens its backend: `open_backend` builds the object graph of its mode
-(records, job events, queue, quotas, overview), on Redis or in memory, and closes it in reverse.
+(records, job events, queue, quotas, overview, and the shared store of cached responses), on
+Redis or in memory, and closes it in reverse.
 
 This is the only place that chooses between the backends; everything else talks to the ports.
 The api's lifespan and the worker's startup both open it, each in its role: the api fails fast
@@ -22,6 +23,7 @@ from shared.errors import BackendUnavailableError, ConfigurationError
 from shared.events.base import JobEvents
 from shared.events.memory import MemoryJobEvents
 from shared.events.redis import RedisJobEvents
+from shared.keys import ResponseKeys
 from shared.outages import ride_out_outages
 from shared.overview.base import Overview
 from shared.overview.memory import MemoryOverview
@@ -34,6 +36,9 @@ from shared.quotas.memory import MemoryQuotaLedger
 from shared.quotas.redis import RedisQuotaLedger
 from shared.records.redis import RedisRecordStore
 from shared.records.store import RecordStore
+from shared.responses.base import ResponseStore
+from shared.responses.memory import MemoryResponseStore
+from shared.responses.redis import RedisResponseStore
 from shared.settings import Settings
 
 
@@ -51,6 +56,8 @@ class Backend:
     queue: JobQueue
     quotas: QuotaLedger
     overview: Overview
+    responses: ResponseStore
+    """Where the api's response cache keeps responses (api/response_cache opens it)."""
     queue_client: redis.asyncio.Redis | None
     """A client of the queue's Redis (the arq pool), for health checks; None without Redis."""
 
@@ -123,6 +130,7 @@ async def _open_memory(
         queue=queue,
         quotas=MemoryQuotaLedger(),
         overview=overview,
+        responses=MemoryResponseStore(),
         queue_client=None,
     )
     await stack.enter_async_context(in_process_worker(built, queue, overview))
@@ -138,7 +146,7 @@ async def _open_redis(
         stack.push_async_callback(queue_client.aclose)
     cache = redis_cache(settings)
     stack.push_async_callback(cache.close)
-    # One client of the cache's Redis for job events and quotas.
+    # One client of the cache's Redis for job events, quotas and cached responses.
     cache_client = cache_redis_client(settings)
     stack.push_async_callback(cache_client.aclose)
     if role is Role.WORKER:
@@ -161,6 +169,7 @@ async def _open_redis(
         queue=queue,
         quotas=RedisQuotaLedger(cache_client, keys),
         overview=overview,
+        responses=RedisResponseStore(cache_client, ResponseKeys(keys.namespace).channel),
         queue_client=queue_client,
     )
 

@@ -23,11 +23,11 @@ from api.response_cache import ResponseCache, cache_response
 from api.response_cache.breaker import CircuitBreaker
 from api.response_cache.cache import Produced
 from api.response_cache.entry import cached_response
-from api.response_cache.memory_store import MemoryResponseStore
 from api.response_cache.near import NearCache
-from api.response_cache.redis_store import RedisResponseStore
 from shared.errors import BackendUnavailableError
 from shared.keys import ResponseKeys
+from shared.responses.memory import MemoryResponseStore
+from shared.responses.redis import RedisResponseStore
 from shared.settings import Settings
 from tests.conftest import eventually
 

@@ -12,9 +12,9 @@ from typing import Any
 from api.response_cache.breaker import CircuitBreaker
 from api.response_cache.entry import CachedResponse, decode, encode
 from api.response_cache.near import NearCache
-from api.response_cache.store import MISS, ResponseStore
 from api.response_cache.variants import checked_namespace, variant
 from shared.keys import ResponseKeys
+from shared.responses import MISS, ResponseStore
 
 logger = logging.getLogger(__name__)
 

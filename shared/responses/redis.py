@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import redis.asyncio
 
-from api.response_cache.store import Found, Lookup
 from shared.connections import calls_redis
+from shared.responses.base import Found, Lookup
 from shared.subscriptions import Subscription
 
 SCAN_BATCH = 500

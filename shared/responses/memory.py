@@ -4,7 +4,7 @@ broadcasts stay in it; payloads are the same JSON text as in Redis."""
 import time
 from collections.abc import Callable
 
-from api.response_cache.store import Found, Lookup
+from shared.responses.base import Found, Lookup
 
 SWEEP_EVERY = 1000
 """Expired responses are swept after this many stores, so unread ones do not pile up."""
