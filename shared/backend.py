@@ -61,20 +61,16 @@ class Backend:
     queue_client: redis.asyncio.Redis | None
     """A client of the queue's Redis (the arq pool), for health checks; None without Redis."""
 
-    @property
-    def uses_redis(self) -> bool:
-        return self.queue_client is not None
-
-    async def ping(self) -> None:
-        """Raise BackendUnavailableError unless the queue's and the cache's Redis both answer;
-        returns at once without Redis."""
+    async def redis_answers(self) -> bool | None:
+        """Whether the queue's and the cache's Redis both answer a ping; None without Redis."""
         if self.queue_client is None:
-            return
+            return None
         try:
             await self.queue_client.ping()
-        except REDIS_FAILURES as error:
-            raise BackendUnavailableError("the queue's Redis did not answer a ping") from error
-        await self.records.ping()
+            await self.records.ping()
+        except (BackendUnavailableError, *REDIS_FAILURES):
+            return False
+        return True
 
 
 InProcessWorker = Callable[

@@ -258,7 +258,7 @@ class QueueWaitingRedis(ArqRedis):
             await self._subscription.close()
 
     async def zrangebyscore(self, name: Any, *args: Any, **kwargs: Any) -> Any:
-        if True:  # BREAK-CHECK
+        if name != self._watched_queue or not (self._subscription and self._subscription.active):
             return await super().zrangebyscore(name, *args, **kwargs)
         # Cleared before reading: a wake-up that arrives after the read is not lost, and one
         # that came before is for a job this read finds (the api queues, then announces).

@@ -1,0 +1,115 @@
+"""What the worker relies on of arq's internals (worker/arq_internals.py): the installed arq has
+it, a worker refuses to start without it, and an idle worker reads its queue only now and then."""
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import arq.worker
+import pytest
+import redis
+from arq.worker import func
+
+from tests.deployments import REDIS_HOST, REDIS_PORT
+from tests.processes import child_environment, redis_server, wait_for, worker
+from worker.arq_internals import ClaimingWorker, QueueWaitingRedis, check_arq_internals
+
+FALLBACK_POLL_SECONDS = 0.5
+IDLE_SECONDS = 3.0
+
+
+async def echo(ctx: dict[str, Any], message: str) -> str:
+    return message
+
+
+@pytest.fixture
+async def claiming_worker(namespace: str) -> AsyncIterator[ClaimingWorker]:
+    """A worker built as worker/main.py builds one, never run: building it does no I/O."""
+    queue = f"{namespace}:queue"
+    pool = QueueWaitingRedis(
+        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        default_queue_name=queue,
+    )  # fmt: skip
+    try:
+        yield ClaimingWorker(
+            worker_id="worker-a", lease_seconds=5, functions=[func(echo, name="echo")],
+            redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0,
+            handle_signals=False,
+        )  # fmt: skip
+    finally:
+        await pool.aclose()
+
+
+async def test_the_installed_arq_has_every_internal_the_worker_relies_on(
+    claiming_worker: ClaimingWorker,
+) -> None:
+    """ClaimingWorker checks as it is built; building one is what a worker's start does."""
+    assert claiming_worker.worker_id == "worker-a"
+    check_arq_internals(claiming_worker)
+
+
+async def test_a_worker_missing_an_attribute_arq_used_to_have_refuses_to_start(
+    claiming_worker: ClaimingWorker,
+) -> None:
+    del claiming_worker.sem
+
+    with pytest.raises(RuntimeError, match=r"\bsem\b"):
+        check_arq_internals(claiming_worker)
+
+
+async def test_an_arq_that_reads_its_queue_another_way_is_refused(
+    claiming_worker: ClaimingWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were arq's loop to read the queue without `zrangebyscore`, the wait for a wake-up
+    (QueueWaitingRedis) would never happen and idle workers would poll Redis every 1 ms."""
+
+    async def reads_with_zrange(self: arq.worker.Worker) -> None:
+        job_ids = await self.pool.zrange(self.queue_name, 0, -1)
+        await self.start_jobs(job_ids)
+
+    monkeypatch.setattr(arq.worker.Worker, "_poll_iteration", reads_with_zrange)
+
+    with pytest.raises(RuntimeError, match="_poll_iteration") as raised:
+        check_arq_internals(claiming_worker)
+    assert "zrangebyscore" in str(raised.value)
+    assert "start_jobs" not in str(raised.value), "only what is missing is named"
+
+
+def queue_reads(client: redis.Redis) -> int:
+    """How many ZRANGEBYSCORE commands the server has run since it started."""
+    stats: dict[str, Any] = client.info("commandstats")
+    calls: int = stats.get("cmdstat_zrangebyscore", {}).get("calls", 0)
+    return calls
+
+
+@pytest.mark.processes
+def test_an_idle_worker_reads_its_queue_only_at_its_fallback_poll(
+    namespace: str, tmp_path: Path
+) -> None:
+    with redis_server() as server:
+        client = server.client()
+        try:
+            environment = child_environment(
+                {
+                    **server.settings,
+                    "CACHE_BACKEND": "redis",
+                    "CACHE_NAMESPACE": namespace,
+                    "CPU_WORKERS": "1",
+                    "WORKER_FALLBACK_POLL": str(FALLBACK_POLL_SECONDS),
+                }
+            )
+            with worker(environment, tmp_path / "worker.log") as started:
+                # Settled: arq's loop has begun reading the queue (after "worker ready").
+                wait_for(lambda: queue_reads(client), 10, what="the worker reads its queue")
+                before, since = queue_reads(client), time.monotonic()
+                time.sleep(IDLE_SECONDS)  # the idle interval under measurement
+                reads, seconds = queue_reads(client) - before, time.monotonic() - since
+                assert started.process.poll() is None, "the worker exited while idle"
+        finally:
+            client.close()
+    # About two reads per fallback period: the read that finds nothing, then the one after
+    # the wait. Without the wait for a wake-up, arq would read every poll_delay (1 ms):
+    # about 3,000 reads in these 3 s.
+    allowed = 2 * seconds / FALLBACK_POLL_SECONDS + 4
+    assert reads <= allowed, f"{reads} reads of the queue in {seconds:.1f}s idle"
