@@ -23,6 +23,7 @@ from tests.deployments import (
     delete_what_deployment_created,
     redis_client,
 )
+from worker.arq_internals import QueueWaitingRedis
 
 
 @pytest.fixture
@@ -87,6 +88,19 @@ async def finished_record(
 
     result: dict[str, Any] = await eventually(check, within)
     return result
+
+
+@pytest.fixture
+async def pool(namespace: str) -> AsyncIterator[QueueWaitingRedis]:
+    """A worker's arq pool on the shared Redis, for an in-process worker of the test's own
+    queue (`<namespace>:queue`)."""
+    queue = f"{namespace}:queue"
+    pool = QueueWaitingRedis(
+        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        default_queue_name=queue,
+    )  # fmt: skip
+    yield pool
+    await pool.aclose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 it, a worker refuses to start without it, and an idle worker reads its queue only now and then."""
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 import redis
 from arq.worker import func
 
-from tests.deployments import REDIS_HOST, REDIS_PORT
 from tests.processes import child_environment, redis_server, wait_for, worker
 from worker.arq_internals import ClaimingWorker, QueueWaitingRedis, check_arq_internals
 
@@ -24,21 +22,13 @@ async def echo(ctx: dict[str, Any], message: str) -> str:
 
 
 @pytest.fixture
-async def claiming_worker(namespace: str) -> AsyncIterator[ClaimingWorker]:
+def claiming_worker(pool: QueueWaitingRedis) -> ClaimingWorker:
     """A worker built as worker/main.py builds one, never run: building it does no I/O."""
-    queue = f"{namespace}:queue"
-    pool = QueueWaitingRedis(
-        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
-        default_queue_name=queue,
+    return ClaimingWorker(
+        worker_id="worker-a", lease_seconds=5, functions=[func(echo, name="echo")],
+        redis_pool=pool, queue_name=pool.default_queue_name, poll_delay=0.001, keep_result=0,
+        handle_signals=False,
     )  # fmt: skip
-    try:
-        yield ClaimingWorker(
-            worker_id="worker-a", lease_seconds=5, functions=[func(echo, name="echo")],
-            redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0,
-            handle_signals=False,
-        )  # fmt: skip
-    finally:
-        await pool.aclose()
 
 
 async def test_the_installed_arq_has_every_internal_the_worker_relies_on(

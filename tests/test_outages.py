@@ -5,7 +5,6 @@ not be written runs again instead of vanishing from the queue."""
 import asyncio
 import socket
 import struct
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +20,6 @@ from shared.outages import ride_out_outages
 from shared.queue import QueuedJob
 from shared.records import JobRecord, JobStatus, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
-from tests.deployments import REDIS_HOST, REDIS_PORT
 from tests.processes import redis_server
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
 from worker.implementations import IMPLEMENTATIONS
@@ -85,17 +83,6 @@ class WaitsOutAnOutage(RecordStore):
             self.waited = True
             await asyncio.sleep(OUTAGE_SECONDS)
         await super()._store(record, text, ttl, announce=announce)
-
-
-@pytest.fixture
-async def pool(namespace: str) -> AsyncIterator[QueueWaitingRedis]:
-    queue = f"{namespace}:queue"
-    pool = QueueWaitingRedis(
-        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
-        default_queue_name=queue,
-    )  # fmt: skip
-    yield pool
-    await pool.aclose()
 
 
 async def run_one_job(
