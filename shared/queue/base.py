@@ -2,7 +2,7 @@
 job to whoever runs it. Redis (arq) and memory (the local mode) are its two backends, in
 shared/queue/redis.py and shared/queue/memory.py."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -36,10 +36,10 @@ class QueuedJob(BaseModel):
             owner=record.owner,
         )
 
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # arq logs each job's arguments: a payload must never reach the logs.
-        for name, value in super().__repr_args__():
-            yield (name, f"<{len(self.parameters)} values>" if name == "parameters" else value)
+    def __repr__(self) -> str:
+        # arq formats each job's arguments for its log, whether it logs them or not: this is
+        # cheap, and no payload ever reaches the logs.
+        return f"QueuedJob({self.name} {self.id}, {len(self.parameters)} parameters)"
 
 
 class JobQueue(Protocol):
