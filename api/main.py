@@ -18,6 +18,7 @@ from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, metrics
 from api.services import Services
 from shared.backend import Role, open_backend
+from shared.catalog import Catalog, load_catalog
 from shared.errors import ConfigurationError, StartupError
 from shared.logs import log_config
 from shared.metrics import Metrics
@@ -28,22 +29,42 @@ logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[Services]:
     """Open what the api needs for its mode; fail with a StartupError if Redis refuses it. In
     the local mode the api hosts the embedded worker, which runs its jobs."""
     async with AsyncExitStack() as stack:
-        metrics = Metrics(system_view=True)
+        metrics = Metrics(catalog, system_view=True)
+        hosted = embedded_worker(settings, catalog, metrics)
         backend = await stack.enter_async_context(
-            open_backend(settings, Role.API, in_process_worker=embedded_worker(settings, metrics))
+            open_backend(settings, Role.API, in_process_worker=hosted)
         )
         response_cache = await stack.enter_async_context(open_response_cache(settings, backend))
         yield Services(
             settings,
+            catalog,
             backend,
             response_cache,
             metrics,
             api_keys=ApiKeys(settings.api_key_list),
         )
+
+
+def install_submit_routes(app: FastAPI, catalog: Catalog) -> None:
+    """Add POST /jobs/{name} for the job types loaded at startup, before the other /jobs routes
+    (so that OpenAPI lists them first), in place of those an earlier start of this app added;
+    the schema is made anew on its next read."""
+    routes = app.router.routes
+    earlier = getattr(app.state, "submit_routes", [])
+    routes[:] = [route for route in routes if route not in earlier]
+    submits = jobs.submit_routes(catalog).routes
+    app.state.submit_routes = submits
+    first_job_route = next(
+        (index for index, route in enumerate(routes) if getattr(route, "path", "") == "/jobs"
+         or getattr(route, "path", "").startswith("/jobs/")),
+        len(routes),
+    )  # fmt: skip
+    routes[first_job_route:first_job_route] = submits
+    app.openapi_schema = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,11 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             active = settings or load_settings()
             logging.config.dictConfig(log_config(active.log_level, active.log_format))
-            async with open_services(active) as services:
+            catalog = load_catalog(active.job_modules)
+            install_submit_routes(app, catalog)
+            async with open_services(active, catalog) as services:
                 app.state.services = services
                 logger.info(
-                    "jobcache api ready: backend %s, namespace %s",
-                    active.cache_backend, active.cache_namespace,
+                    "jobcache api ready: backend %s, namespace %s, %d job types",
+                    active.cache_backend, active.cache_namespace, len(catalog),
                 )  # fmt: skip
                 yield
         except (ConfigurationError, StartupError) as error:

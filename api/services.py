@@ -1,11 +1,12 @@
-"""What the api holds open for its lifetime: the backend, the response cache, its metrics and
-its API keys."""
+"""What the api holds open for its lifetime: its job types, the backend, the response cache, its
+metrics and its API keys."""
 
 from dataclasses import dataclass, field
 
 from api.auth import ApiKeys
 from api.response_cache import ResponseCache
 from shared.backend import Backend
+from shared.catalog import Catalog
 from shared.metrics import Metrics
 from shared.settings import Settings
 
@@ -15,6 +16,8 @@ class Services:
     """Opened in the app's lifespan, closed on shutdown; routes reach it through api/deps.py."""
 
     settings: Settings
+    catalog: Catalog
+    """The job types loaded from JOBCACHE_JOBS."""
     backend: Backend
     """Records, job events, queue, quotas and overview, for the mode the settings name."""
     response_cache: ResponseCache

@@ -19,7 +19,7 @@ from arq.jobs import Job
 
 from bench.http_client import HttpError, LoopbackHttp
 from shared.backend import Role, open_backend
-from shared.catalog import ECHO
+from shared.builtin_jobs import echo as ECHO
 from shared.events import JobEvents
 from shared.keys import new_job_id
 from shared.queue import JobQueue, QueuedJob

@@ -1,24 +1,34 @@
-"""The job types jobcache runs, each declared once: name, parameters, result and options.
+"""The job types a deployment runs, each declared once (name, parameters, result, options and
+the code that runs it), and the catalog of them that a process loads at startup from the
+modules JOBCACHE_JOBS names.
 
-The api validates requests and documents them from these declarations; the worker maps each
-name to its implementation (worker/implementations.py). Adding a job type starts here.
+The api validates requests and documents them from these declarations; the worker and the
+embedded worker run their code. Job types are declared with `@job` (shared/jobs.py).
 """
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import ModuleType
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import ConfigurationError
+
+Implementation = Callable[[Any, Any], Awaitable[Any]]
+"""A job's code: `async def run(parameters, context) -> result`."""
 
 
 class JobParameters(BaseModel):
-    """Base of every parameter model: unknown fields are errors, not silently dropped."""
+    """A base for parameter models: unknown fields are errors, not silently dropped (`@job`
+    makes any parameter model so)."""
 
     model_config = ConfigDict(extra="forbid")
 
 
 class JobResult(BaseModel):
-    """Base of every result model."""
+    """A base for result models."""
 
 
 @dataclass(frozen=True)
@@ -27,8 +37,8 @@ class JobType:
 
     name: str
     summary: str
-    parameters: type[JobParameters]
-    result: type[JobResult]
+    parameters: type[BaseModel]
+    result: type[BaseModel]
     timeout: float = 60.0
     """Seconds one attempt may run before it is stopped and counted as failed."""
     retries: int = 0
@@ -37,105 +47,80 @@ class JobType:
     """Seconds before the first retry; doubled for each later one."""
     result_ttl: int | None = None
     """Seconds the record is kept after it is written; None uses CACHE_TTL."""
+    implementation: Implementation | None = None
+    """The job's code; None for a declaration whose code a test hands the runner itself."""
 
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
 
-
-class EchoParameters(JobParameters):
-    message: str = Field(max_length=100_000, description="Any text; returned unchanged.")
-
-
-class EchoResult(JobResult):
-    message: str
+    def __call__(self, parameters: Any, context: Any) -> Awaitable[Any]:
+        """Run the job's code directly (in a unit test of a job, say)."""
+        if self.implementation is None:
+            raise TypeError(f"job type {self.name!r} has no code")
+        return self.implementation(parameters, context)
 
 
-class TextStatsParameters(JobParameters):
-    text: str = Field(max_length=1_000_000, description="The text to analyse.")
-    top: int = Field(default=5, ge=0, le=100, description="How many frequent words to list.")
+class Catalog(Mapping[str, JobType]):
+    """The job types of one process, by name."""
+
+    def __init__(self, job_types: Sequence[JobType]) -> None:
+        self._by_name = {job_type.name: job_type for job_type in job_types}
+
+    def __getitem__(self, name: str) -> JobType:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def implementations(self) -> dict[str, Implementation]:
+        return {
+            name: job_type.implementation
+            for name, job_type in self._by_name.items()
+            if job_type.implementation is not None
+        }
 
 
-class WordCount(BaseModel):
-    word: str
-    count: int
+def declared_in(module: ModuleType) -> list[JobType]:
+    """The job types a module declares itself (not those it imports from another module)."""
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, JobType)
+        and value.implementation is not None
+        and value.implementation.__module__ == module.__name__
+    ]
 
 
-class TextStatsResult(JobResult):
-    characters: int
-    words: int
-    lines: int
-    unique_words: int
-    most_common: list[WordCount]
-
-
-class PrimesParameters(JobParameters):
-    limit: int = Field(ge=2, le=50_000_000, description="Count the primes up to this number.")
-
-
-class PrimesResult(JobResult):
-    limit: int
-    count: int
-    largest: int | None
-
-
-SLEEP_LIMIT_SECONDS = 600.0
-
-
-class SleepParameters(JobParameters):
-    seconds: float = Field(ge=0, le=SLEEP_LIMIT_SECONDS, description="How long to sleep.")
-
-
-class SleepResult(JobResult):
-    slept: float
-
-
-class FailParameters(JobParameters):
-    message: str = Field(
-        default="this job always fails", max_length=1000, description="The error to fail with."
-    )
-
-
-class FailResult(JobResult):
-    """Never produced: the job always fails."""
-
-
-ECHO = JobType(
-    name="echo",
-    summary="Return the message unchanged (used by checks and benchmarks).",
-    parameters=EchoParameters,
-    result=EchoResult,
-    timeout=10,
-)
-TEXT_STATS = JobType(
-    name="text_stats",
-    summary="Count characters, words and lines of a text and list its most common words.",
-    parameters=TextStatsParameters,
-    result=TextStatsResult,
-    timeout=30,
-)
-PRIMES = JobType(
-    name="primes",
-    summary="Count the primes up to a limit, in a separate process (CPU-bound).",
-    parameters=PrimesParameters,
-    result=PrimesResult,
-    timeout=120,
-)
-SLEEP = JobType(
-    name="sleep",
-    summary="Sleep for a number of seconds, reporting progress as it goes (long-running).",
-    parameters=SleepParameters,
-    result=SleepResult,
-    timeout=SLEEP_LIMIT_SECONDS + 10,
-)
-FAIL = JobType(
-    name="fail",
-    summary="Always fail with the given message (shows how a client sees a failure).",
-    parameters=FailParameters,
-    result=FailResult,
-    timeout=10,
-)
-
-JOB_TYPES: Mapping[str, JobType] = MappingProxyType(
-    {job_type.name: job_type for job_type in (ECHO, TEXT_STATS, PRIMES, SLEEP, FAIL)}
-)
+def load_catalog(module_names: Sequence[str]) -> Catalog:
+    """Import the job modules and gather their job types; any problem is a ConfigurationError
+    that names JOBCACHE_JOBS, the module and, where there is one, the job."""
+    found: dict[str, tuple[str, JobType]] = {}
+    for module_name in module_names:
+        try:
+            module = importlib.import_module(module_name)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"JOBCACHE_JOBS: module {module_name!r}: {error}") from None
+        except Exception as error:  # whatever a user's module raises while it is imported
+            raise ConfigurationError(
+                f"JOBCACHE_JOBS: cannot import module {module_name!r}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        declared = declared_in(module)
+        if not declared:
+            raise ConfigurationError(
+                f"JOBCACHE_JOBS: module {module_name!r} declares no job type (decorate an async "
+                "function with @job from shared.jobs)"
+            )
+        for job_type in declared:
+            if job_type.name in found:
+                first_module, _ = found[job_type.name]
+                raise ConfigurationError(
+                    f"JOBCACHE_JOBS: two job types are named {job_type.name!r}: one in module "
+                    f"{first_module!r}, one in module {module_name!r}"
+                )
+            found[job_type.name] = (module_name, job_type)
+    return Catalog([job_type for _, job_type in found.values()])

@@ -7,6 +7,8 @@ histograms count what happened in that process, so the system's totals are sums 
 workers alive) is exported by the api only, where every api process reports the same value.
 """
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,8 +20,6 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-
-from shared.catalog import JOB_TYPES
 
 EXPOSITION_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -38,7 +38,9 @@ class Metrics:
     """The metrics one process exports. `system_view` adds the gauges of the whole system,
     which only the api sets (from Redis, when it is scraped)."""
 
-    def __init__(self, *, system_view: bool = False) -> None:
+    def __init__(self, job_types: Iterable[str] = (), *, system_view: bool = False) -> None:
+        """`job_types`: the names whose series exist from the start, at 0."""
+        job_type_names = tuple(job_types)
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -46,7 +48,7 @@ class Metrics:
 
         def per_job_type(name: str, documentation: str) -> Counter:
             counter = Counter(name, documentation, ["job_type"], registry=self.registry)
-            for job_type in JOB_TYPES:
+            for job_type in job_type_names:
                 counter.labels(job_type)  # every series exists from the start, at 0
             return counter
 

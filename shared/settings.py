@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     quota_submissions_per_second: int = Field(
         default=0, ge=0, description="Jobs one API key may submit per second (0: no limit)."
     )
+    jobcache_jobs: str = Field(
+        default="shared.builtin_jobs",
+        pattern=r"^\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*$",
+        description="Comma-separated importable modules whose @job functions are the job types "
+        "the api serves and the workers run.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["plain", "json"] = Field(
         default="plain",
@@ -159,6 +165,11 @@ class Settings(BaseSettings):
         if self.api_keys is None:
             return []
         return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+
+    @property
+    def job_modules(self) -> list[str]:
+        """The modules JOBCACHE_JOBS names, in order."""
+        return [name.strip() for name in self.jobcache_jobs.split(",")]
 
     @property
     def keys(self) -> Keys:

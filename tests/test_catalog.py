@@ -1,25 +1,27 @@
-"""The job catalog: one declaration per job type, read by the api, the worker and OpenAPI."""
+"""The job catalog: one declaration per job type, loaded at startup from the modules
+JOBCACHE_JOBS names (the built-in ones by default), read by the api, the worker and OpenAPI."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from api.main import create_app
-from shared.catalog import JOB_TYPES
+from shared.catalog import load_catalog
 from shared.keys import is_job_id, new_job_id
-from tests.conftest import settings_for_test
-from worker.implementations import IMPLEMENTATIONS
+from tests.conftest import client_for, settings_for_test
 from worker.main import worker_options
 from worker.runner import REDELIVERIES
 
+JOB_TYPES = load_catalog(settings_for_test().job_modules)
 
-def test_every_declared_job_type_has_an_implementation_and_no_other() -> None:
-    assert set(IMPLEMENTATIONS) == set(JOB_TYPES)
+
+def test_the_default_job_types_are_the_built_in_five_each_with_its_code() -> None:
+    assert sorted(JOB_TYPES) == ["echo", "fail", "primes", "sleep", "text_stats"]
+    assert set(JOB_TYPES.implementations()) == set(JOB_TYPES)
 
 
 def test_worker_registers_one_arq_function_per_job_type_with_its_timeout() -> None:
-    options = worker_options(settings_for_test(cache_backend="redis"))
+    options = worker_options(settings_for_test(cache_backend="redis"), JOB_TYPES)
     functions = {function.name: function for function in options["functions"]}
     assert set(functions) == set(JOB_TYPES)
     for name, job_type in JOB_TYPES.items():
@@ -57,8 +59,11 @@ def test_the_api_runs_without_the_worker_process_code() -> None:
     assert imported.stdout.split() == []
 
 
-def test_openapi_documents_each_job_type_with_its_own_parameter_schema() -> None:
-    schema = create_app().openapi()
+async def test_openapi_documents_each_job_type_with_its_own_parameter_schema(
+    namespace: str,
+) -> None:
+    async with client_for(settings_for_test(cache_namespace=namespace, cpu_workers=1)) as client:
+        schema = (await client.get("/openapi.json")).json()
     for name, job_type in JOB_TYPES.items():
         operation = schema["paths"][f"/jobs/{name}"]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]

@@ -15,10 +15,12 @@ import pytest
 import redis.asyncio
 
 from shared.activity import WorkerActivity
+from shared.builtin_jobs import EchoParameters, EchoResult
 from shared.cache import memory_cache
-from shared.catalog import EchoParameters, EchoResult, JobType
+from shared.catalog import JobType
 from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
+from shared.jobs import JobContext
 from shared.keys import Keys, new_job_id
 from shared.logs import JsonFormatter, job_event, log_config
 from shared.metrics import Metrics
@@ -29,7 +31,6 @@ from shared.records import JobRecord, RecordStore, utcnow
 from tests.conftest import client_for, finished_record, settings_for_test
 from tests.deployments import QUEUE_DB, REDIS_HOST, REDIS_PORT
 from tests.exposition import total
-from worker.context import JobContext
 from worker.monitoring import Heartbeat, WorkerEndpoint, advertised_host
 from worker.runner import JobRunner
 

@@ -12,8 +12,10 @@ import pytest
 import redis.asyncio
 from arq.constants import in_progress_key_prefix
 
+from shared.builtin_jobs import EchoParameters, EchoResult
+from shared.builtin_jobs import echo as ECHO
 from shared.cache import memory_cache
-from shared.catalog import ECHO, EchoParameters, EchoResult, JobType
+from shared.catalog import JobType
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
 from shared.outages import ride_out_outages
@@ -22,7 +24,6 @@ from shared.records import JobRecord, JobStatus, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
 from tests.processes import redis_server
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
-from worker.implementations import IMPLEMENTATIONS
 from worker.main import arq_function
 from worker.runner import JobRunner
 
@@ -91,7 +92,7 @@ async def run_one_job(
     """Enqueue one job as the api does, run the worker until the job's record says it ended
     and arq has taken it off the queue; its final record."""
     with ThreadPoolExecutor(1) as cpu_pool:
-        runner = JobRunner(records, {job_type.name: IMPLEMENTATIONS["echo"]}, cpu_pool)
+        runner = JobRunner(records, {job_type.name: ECHO}, cpu_pool)
         worker = ClaimingWorker(
             worker_id="worker-a", lease_seconds=5, functions=[arq_function(job_type)],
             redis_pool=pool, queue_name=pool.default_queue_name, poll_delay=0.001,

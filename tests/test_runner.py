@@ -12,19 +12,20 @@ from typing import Any
 
 import pytest
 
+from shared.builtin_jobs import EchoParameters, EchoResult
+from shared.builtin_jobs import echo as ECHO
 from shared.cache import memory_cache
-from shared.catalog import ECHO, EchoParameters, EchoResult, JobResult, JobType
+from shared.catalog import JobResult, JobType
 from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
+from shared.jobs import JobContext
 from shared.keys import new_job_id
 from shared.queue import QueuedJob
 from shared.queue.memory import MemoryQueue
 from shared.records import JobRecord, RecordStore, utcnow
 from tests.conftest import eventually, settings_for_test
 from worker.attempt_records import AttemptRecords
-from worker.context import JobContext
 from worker.embedded import EmbeddedWorker
-from worker.implementations import IMPLEMENTATIONS as CATALOG_IMPLEMENTATIONS
 from worker.runner import REDELIVERIES, Finished, JobRunner
 
 FLAKY = JobType("flaky", "fails twice", EchoParameters, EchoResult, retries=2, retry_delay=0.01)
@@ -189,7 +190,7 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
 async def test_runner_holds_nothing_of_a_job_once_it_has_ended(records: RecordStore) -> None:
     """A worker runs jobs for weeks: what it kept per job would grow without bound."""
     with ThreadPoolExecutor(1) as pool:
-        runner = JobRunner(records, CATALOG_IMPLEMENTATIONS, pool)
+        runner = JobRunner(records, {"echo": ECHO}, pool)
         for number in range(3):
             job = QueuedJob.of(JobRecord(id=new_job_id(), name="echo"), {"message": f"hi {number}"})
             outcome = await runner.run(ECHO, job, attempt=1)

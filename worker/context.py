@@ -1,4 +1,5 @@
-"""What job code may use while it runs: progress reports and a process pool for CPU work."""
+"""The worker's side of shared.jobs.JobContext: progress reports of one attempt, and the process
+pool that runs CPU-bound job code."""
 
 import asyncio
 import multiprocessing
@@ -12,8 +13,8 @@ from worker.attempt_records import AttemptRecords
 T = TypeVar("T")
 
 
-class JobContext:
-    """Handed to each job implementation for one attempt."""
+class AttemptContext:
+    """The JobContext handed to a job's code for one attempt."""
 
     def __init__(
         self, record: JobRecord, records: AttemptRecords, ttl: int, cpu_pool: Executor

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from shared.activity import WorkerActivity, new_worker_id
 from shared.backend import Backend, InProcessWorker
-from shared.catalog import JOB_TYPES, JobType
+from shared.catalog import Catalog, JobType
 from shared.metrics import Metrics
 from shared.overview.memory import MemoryOverview
 from shared.queue.memory import MemoryQueue
@@ -27,7 +27,7 @@ class EmbeddedWorker:
         queue: MemoryQueue,
         runner: JobRunner,
         concurrency: int,
-        job_types: Mapping[str, JobType] = JOB_TYPES,
+        job_types: Mapping[str, JobType],
     ) -> None:
         self._queue = queue
         self._runner = runner
@@ -63,7 +63,7 @@ class EmbeddedWorker:
                 self._queue.defer(replace(delivery, attempt=delivery.attempt + 1), outcome.delay)
 
 
-def embedded_worker(settings: Settings, metrics: Metrics) -> InProcessWorker:
+def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> InProcessWorker:
     """What the api hosts in the local mode: an embedded worker counted in the api's metrics
     and shown in its overview."""
 
@@ -77,8 +77,8 @@ def embedded_worker(settings: Settings, metrics: Metrics) -> InProcessWorker:
             concurrency=settings.worker_concurrency,
         )
         overview.show_worker(activity.status)
-        async with running_jobs(settings, backend, activity) as runner:
-            worker = EmbeddedWorker(queue, runner, settings.worker_concurrency)
+        async with running_jobs(settings, backend, catalog, activity) as runner:
+            worker = EmbeddedWorker(queue, runner, settings.worker_concurrency, catalog)
             worker.start()
             try:
                 yield

@@ -1,4 +1,5 @@
-"""The worker process: `python -m worker` runs `main()`, an arq worker over the job catalog.
+"""The worker process: `python -m worker` runs `main()`, an arq worker over the job types of the
+modules JOBCACHE_JOBS names.
 
 The settings are read when the worker is built (not when this module is imported), and a
 worker that cannot work (local mode, Redis refusing it) exits at once with a message.
@@ -16,7 +17,7 @@ from arq.worker import Function, func
 
 from shared.activity import WorkerActivity, new_worker_id
 from shared.backend import Role, open_backend
-from shared.catalog import JOB_TYPES, JobType
+from shared.catalog import Catalog, JobType, load_catalog
 from shared.connections import address_options, check_redis
 from shared.errors import ConfigurationError, StartupError
 from shared.logs import log_config
@@ -101,6 +102,7 @@ def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     """Open what the worker needs, all on one exit stack that shutdown closes in reverse."""
     settings: Settings = ctx["settings"]
+    catalog: Catalog = ctx["catalog"]
     keep_tasks_referenced(asyncio.get_running_loop())
     resources = AsyncExitStack()
     ctx["resources"] = resources  # before anything opens: shutdown closes what did
@@ -115,14 +117,16 @@ async def startup(ctx: dict[str, Any]) -> None:
         open_backend(settings, Role.WORKER, queue_client=pool)
     )
     activity = WorkerActivity(
-        Metrics(), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
+        Metrics(catalog), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
     )
-    ctx["runner"] = await resources.enter_async_context(running_jobs(settings, backend, activity))
+    ctx["runner"] = await resources.enter_async_context(
+        running_jobs(settings, backend, catalog, activity)
+    )
     monitoring = await start_monitoring(settings, backend.overview, activity)
     resources.push_async_callback(monitoring.close)
     logger.info(
         "worker ready: queue %s, %d job types, %d at once",
-        settings.queue_name, len(JOB_TYPES), settings.worker_concurrency,
+        settings.queue_name, len(catalog), settings.worker_concurrency,
     )  # fmt: skip
 
 
@@ -132,10 +136,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     logger.info("worker stopped")
 
 
-def worker_options(settings: Settings) -> dict[str, Any]:
-    """Everything the worker is built from, derived from one settings object."""
+def worker_options(settings: Settings, catalog: Catalog) -> dict[str, Any]:
+    """Everything the worker is built from, derived from the settings and the job types."""
     return {
-        "functions": [arq_function(job_type) for job_type in JOB_TYPES.values()],
+        "functions": [arq_function(job_type) for job_type in catalog.values()],
         "redis_pool": QueueWaitingRedis(
             queue_name=settings.queue_name,
             fallback_poll=settings.worker_fallback_poll,
@@ -158,16 +162,18 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "log_results": False,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "catalog": catalog},
         "worker_id": new_worker_id(),
         "lease_seconds": settings.worker_lease,
     }
 
 
-def settings_for_worker() -> Settings:
-    """The settings of a worker process, or SystemExit with the reason it cannot run."""
+def settings_for_worker() -> tuple[Settings, Catalog]:
+    """The settings and job types of a worker process, or SystemExit with the reason it cannot
+    run."""
     try:
         settings = load_settings()
+        catalog = load_catalog(settings.job_modules)
         if settings.cache_backend != "redis":
             raise ConfigurationError(
                 f"CACHE_BACKEND={settings.cache_backend}: a worker needs CACHE_BACKEND=redis. "
@@ -177,7 +183,7 @@ def settings_for_worker() -> Settings:
         check_redis(settings)
     except (ConfigurationError, StartupError) as error:
         raise SystemExit(f"jobcache worker cannot start: {error}") from None
-    return settings
+    return settings, catalog
 
 
 def main() -> None:
@@ -190,8 +196,8 @@ def main() -> None:
     second than on asyncio's own loop. arq's Worker takes the current event loop when it is
     built.
     """
-    settings = settings_for_worker()
+    settings, catalog = settings_for_worker()
     # Before arq logs its first line, so that every line has the chosen format.
     logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
     asyncio.set_event_loop(uvloop.new_event_loop())
-    ClaimingWorker(**worker_options(settings)).run()
+    ClaimingWorker(**worker_options(settings, catalog)).run()

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from shared.activity import WorkerActivity
 from shared.backend import Backend
-from shared.catalog import JobType
+from shared.catalog import Catalog, Implementation, JobType
 from shared.errors import JobFailedError, RetryableJobError
 from shared.logs import job_event
 from shared.queue import QueuedJob
@@ -27,8 +27,7 @@ from shared.quotas import QuotaLedger
 from shared.records import CANCELLED_MESSAGE, JobRecord, JobStatus, RecordStore, utcnow
 from shared.settings import Settings
 from worker.attempt_records import AttemptRecords
-from worker.context import JobContext, create_cpu_pool
-from worker.implementations import IMPLEMENTATIONS, Implementation
+from worker.context import AttemptContext, create_cpu_pool
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +167,7 @@ class JobRunner:
                 extra=job_event("job.started", record.id, job_type.name, attempt=record.attempts),
             )  # fmt: skip
         started = time.monotonic()
-        context = JobContext(record, writer, ttl, self._cpu_pool)
+        context = AttemptContext(record, writer, ttl, self._cpu_pool)
         try:
             typed_parameters = job_type.parameters.model_validate(parameters)
             async with asyncio.timeout(job_type.timeout):
@@ -259,14 +258,16 @@ class JobRunner:
 
 @asynccontextmanager
 async def running_jobs(
-    settings: Settings, backend: Backend, activity: WorkerActivity
+    settings: Settings, backend: Backend, catalog: Catalog, activity: WorkerActivity
 ) -> AsyncIterator[JobRunner]:
     """The runner of a worker process or of the local mode's embedded worker, over the
     backend's records and quotas, with a process pool for CPU-bound job code; it stops jobs
     that a client cancels while they run."""
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     try:
-        runner = JobRunner(backend.records, IMPLEMENTATIONS, cpu_pool, activity, backend.quotas)
+        runner = JobRunner(
+            backend.records, catalog.implementations(), cpu_pool, activity, backend.quotas
+        )
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner
     finally:

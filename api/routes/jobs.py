@@ -9,21 +9,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from api.auth import Caller
 from api.deps import (
     CallerDep,
     EventsDep,
-    MetricsDep,
-    QueueDep,
-    QuotasDep,
     RecordsDep,
     ServicesDep,
 )
 from api.observability import note_submitted
 from api.services import Services
-from shared.catalog import JOB_TYPES, JobParameters, JobType
+from shared.catalog import Catalog, JobType
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
 from shared.events import JobWatch
 from shared.keys import is_job_id, new_job_id
@@ -52,7 +50,7 @@ EVENT_STREAM_HEARTBEAT_SECONDS = 15.0
 
 async def submit(
     job_type: JobType,
-    parameters: JobParameters,
+    parameters: BaseModel,
     request: Request,
     services: Services,
     caller: Caller,
@@ -110,23 +108,28 @@ def submit_endpoint(job_type: JobType) -> Callable[..., Awaitable[Response]]:
     return endpoint
 
 
-for _job_type in JOB_TYPES.values():
-    router.add_api_route(
-        f"/{_job_type.name}",
-        submit_endpoint(_job_type),
-        methods=["POST"],
-        status_code=202,
-        response_model=JobView,
-        summary=_job_type.summary,
-        name=f"submit_{_job_type.name}",
-        responses={422: {"description": "The parameters do not match the job type"}},
-    )
+async def submit_unknown(name: str, services: ServicesDep) -> None:
+    """Any name not declared: a 404 that lists the declared ones."""
+    raise UnknownJobTypeError(name, sorted(services.catalog))
 
 
-@router.post("/{name}", include_in_schema=False)
-async def submit_unknown(name: str) -> None:
-    """Any name not declared above: a 404 that lists the declared ones."""
-    raise UnknownJobTypeError(name, sorted(JOB_TYPES))
+def submit_routes(catalog: Catalog) -> APIRouter:
+    """POST /jobs/{name} for each job type, with its parameter schema, then for any other name
+    (a 404): built when the app starts, from the job types it loaded."""
+    submits = APIRouter(prefix="/jobs", tags=["jobs"], responses=router.responses)
+    for job_type in catalog.values():
+        submits.add_api_route(
+            f"/{job_type.name}",
+            submit_endpoint(job_type),
+            methods=["POST"],
+            status_code=202,
+            response_model=JobView,
+            summary=job_type.summary,
+            name=f"submit_{job_type.name}",
+            responses={422: {"description": "The parameters do not match the job type"}},
+        )
+    submits.add_api_route("/{name}", submit_unknown, methods=["POST"], include_in_schema=False)
+    return submits
 
 
 def record_response(
@@ -196,29 +199,25 @@ async def get_job(
         409: {"description": "The job has already finished"},
     },
 )
-async def cancel_job(
-    job_id: JobId,
-    records: RecordsDep,
-    queue: QueueDep,
-    quotas: QuotasDep,
-    caller: CallerDep,
-    metrics: MetricsDep,
-) -> JobRecord:
+async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> JobRecord:
     """Cancel a queued or running job: it is taken off the queue, or stopped where it runs,
     and its record says `cancelled`. A job that has finished cannot be cancelled."""
+    backend = services.backend
+    records = backend.records
     record = await read_record(records, job_id, caller)
     if record.status.finished:
         raise JobAlreadyFinishedError(record.id, record.status.value)
-    await queue.cancel(job_id)
+    await backend.queue.cancel(job_id)
     if record.status is JobStatus.QUEUED:
         # A running job is counted by the worker that stops it.
-        metrics.count_cancelled(record.name)
+        services.metrics.count_cancelled(record.name)
     record.status = JobStatus.CANCELLED
     record.error = CANCELLED_MESSAGE
     record.finished_at = utcnow()
-    await records.put(record, records.ttl_for(JOB_TYPES[record.name].result_ttl))
+    job_type = services.catalog.get(record.name)
+    await records.put(record, records.ttl_for(job_type.result_ttl if job_type else None))
     if record.owner is not None:
-        await quotas.release(record.owner, record.id)
+        await backend.quotas.release(record.owner, record.id)
     logger.info(
         "job %s (%s) cancelled", record.id, record.name,
         extra=job_event("job.cancelled", record.id, record.name, attempt=record.attempts),

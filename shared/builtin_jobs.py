@@ -1,57 +1,79 @@
-"""The code behind each job type declared in shared/catalog.py, registered by name."""
+"""jobcache's built-in job types, declared and implemented here: the default of JOBCACHE_JOBS,
+and the example of a job module (README: "Adding a job type")."""
 
 import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
-from shared.catalog import (
-    ECHO,
-    FAIL,
-    PRIMES,
-    SLEEP,
-    TEXT_STATS,
-    EchoParameters,
-    EchoResult,
-    FailParameters,
-    FailResult,
-    JobParameters,
-    JobResult,
-    JobType,
-    PrimesParameters,
-    PrimesResult,
-    SleepParameters,
-    SleepResult,
-    TextStatsParameters,
-    TextStatsResult,
-    WordCount,
-)
+from pydantic import BaseModel, Field
+
+from shared.catalog import JobParameters, JobResult
 from shared.errors import JobFailedError
-from worker.context import JobContext
-
-P = TypeVar("P", bound=JobParameters)
-Implementation = Callable[[Any, JobContext], Awaitable[JobResult]]
-
-IMPLEMENTATIONS: dict[str, Implementation] = {}
+from shared.jobs import JobContext, job
 
 
-def implements(
-    job_type: JobType,
-) -> Callable[[Callable[[P, JobContext], Awaitable[JobResult]]], Implementation]:
-    """Register a function as the implementation of a declared job type."""
-
-    def register(function: Callable[[P, JobContext], Awaitable[JobResult]]) -> Implementation:
-        if job_type.name in IMPLEMENTATIONS:
-            raise RuntimeError(f"job type {job_type.name!r} has two implementations")
-        IMPLEMENTATIONS[job_type.name] = function
-        return function
-
-    return register
+class EchoParameters(JobParameters):
+    message: str = Field(max_length=100_000, description="Any text; returned unchanged.")
 
 
-@implements(ECHO)
+class EchoResult(JobResult):
+    message: str
+
+
+class TextStatsParameters(JobParameters):
+    text: str = Field(max_length=1_000_000, description="The text to analyse.")
+    top: int = Field(default=5, ge=0, le=100, description="How many frequent words to list.")
+
+
+class WordCount(BaseModel):
+    word: str
+    count: int
+
+
+class TextStatsResult(JobResult):
+    characters: int
+    words: int
+    lines: int
+    unique_words: int
+    most_common: list[WordCount]
+
+
+class PrimesParameters(JobParameters):
+    limit: int = Field(ge=2, le=50_000_000, description="Count the primes up to this number.")
+
+
+class PrimesResult(JobResult):
+    limit: int
+    count: int
+    largest: int | None
+
+
+SLEEP_LIMIT_SECONDS = 600.0
+
+
+class SleepParameters(JobParameters):
+    seconds: float = Field(ge=0, le=SLEEP_LIMIT_SECONDS, description="How long to sleep.")
+
+
+class SleepResult(JobResult):
+    slept: float
+
+
+class FailParameters(JobParameters):
+    message: str = Field(
+        default="this job always fails", max_length=1000, description="The error to fail with."
+    )
+
+
+class FailResult(JobResult):
+    """Never produced: the job always fails."""
+
+
+@job(
+    summary="Return the message unchanged (used by checks and benchmarks).",
+    timeout=10,
+)
 async def echo(parameters: EchoParameters, context: JobContext) -> EchoResult:
     return EchoResult(message=parameters.message)
 
@@ -59,7 +81,10 @@ async def echo(parameters: EchoParameters, context: JobContext) -> EchoResult:
 WORD = re.compile(r"\w+(?:['\u2019-]\w+)*")
 
 
-@implements(TEXT_STATS)
+@job(
+    summary="Count characters, words and lines of a text and list its most common words.",
+    timeout=30,
+)
 async def text_stats(parameters: TextStatsParameters, context: JobContext) -> TextStatsResult:
     text = parameters.text
     words = [word.casefold() for word in WORD.findall(text)]
@@ -87,7 +112,10 @@ def count_primes(limit: int) -> tuple[int, int | None]:
     return count, (largest if largest > 0 else None)
 
 
-@implements(PRIMES)
+@job(
+    summary="Count the primes up to a limit, in a separate process (CPU-bound).",
+    timeout=120,
+)
 async def primes(parameters: PrimesParameters, context: JobContext) -> PrimesResult:
     count, largest = await context.run_in_process(count_primes, parameters.limit)
     return PrimesResult(limit=parameters.limit, count=count, largest=largest)
@@ -96,7 +124,10 @@ async def primes(parameters: PrimesParameters, context: JobContext) -> PrimesRes
 SLEEP_REPORT_INTERVAL = 0.5
 
 
-@implements(SLEEP)
+@job(
+    summary="Sleep for a number of seconds, reporting progress as it goes (long-running).",
+    timeout=SLEEP_LIMIT_SECONDS + 10,
+)
 async def sleep(parameters: SleepParameters, context: JobContext) -> SleepResult:
     total = parameters.seconds
     started = time.monotonic()
@@ -113,6 +144,9 @@ async def sleep(parameters: SleepParameters, context: JobContext) -> SleepResult
     return SleepResult(slept=total)
 
 
-@implements(FAIL)
+@job(
+    summary="Always fail with the given message (shows how a client sees a failure).",
+    timeout=10,
+)
 async def fail(parameters: FailParameters, context: JobContext) -> FailResult:
     raise JobFailedError(parameters.message)
