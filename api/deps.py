@@ -15,8 +15,6 @@ from shared.backend import Backend
 from shared.events import JobEvents
 from shared.metrics import Metrics
 from shared.overview import Overview
-from shared.queue import JobQueue
-from shared.quotas import QuotaLedger
 from shared.records import RecordStore
 from shared.settings import Settings
 
@@ -44,16 +42,8 @@ async def get_records(backend: BackendDep) -> RecordStore:
     return backend.records
 
 
-async def get_queue(backend: BackendDep) -> JobQueue:
-    return backend.queue
-
-
 async def get_events(backend: BackendDep) -> JobEvents:
     return backend.events
-
-
-async def get_quotas(backend: BackendDep) -> QuotaLedger:
-    return backend.quotas
 
 
 async def get_overview(backend: BackendDep) -> Overview:
@@ -76,9 +66,7 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
-QueueDep = Annotated[JobQueue, Depends(get_queue)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
-QuotasDep = Annotated[QuotaLedger, Depends(get_quotas)]
 ResponseCacheDep = Annotated[ResponseCache, Depends(get_response_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 OverviewDep = Annotated[Overview, Depends(get_overview)]

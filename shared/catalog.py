@@ -48,7 +48,7 @@ class JobType:
     result_ttl: int | None = None
     """Seconds the record is kept after it is written; None uses CACHE_TTL."""
     implementation: Implementation | None = None
-    """The job's code; None for a declaration whose code a test hands the runner itself."""
+    """The job's code (`@job` sets it); a declaration without code fails each attempt."""
 
     @property
     def max_attempts(self) -> int:
@@ -75,13 +75,6 @@ class Catalog(Mapping[str, JobType]):
 
     def __len__(self) -> int:
         return len(self._by_name)
-
-    def implementations(self) -> dict[str, Implementation]:
-        return {
-            name: job_type.implementation
-            for name, job_type in self._by_name.items()
-            if job_type.implementation is not None
-        }
 
 
 def declared_in(module: ModuleType) -> list[JobType]:

@@ -8,6 +8,7 @@ import logging.config
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -108,15 +109,13 @@ async def test_a_retried_attempt_is_counted_and_timed_by_its_outcome() -> None:
     cache = memory_cache(settings_for_test(cache_namespace=f"test-{uuid.uuid4().hex[:12]}"))
     activity = WorkerActivity(Metrics())
     with ThreadPoolExecutor(1) as pool:
-        runner = JobRunner(
-            RecordStore(cache, 60, MemoryJobEvents()), {"flaky": flaky}, pool, activity
-        )
+        runner = JobRunner(RecordStore(cache, 60, MemoryJobEvents()), pool, activity)
         job_id, created = new_job_id(), utcnow() - timedelta(seconds=2)
         for attempt in (1, 2):
             job = QueuedJob(
                 id=job_id, name="flaky", parameters={"message": "x"}, created_at=created
             )
-            await runner.run(FLAKY, job, attempt=attempt)
+            await runner.run(replace(FLAKY, implementation=flaky), job, attempt=attempt)
     await cache.close()
 
     registry = activity.metrics.registry

@@ -6,13 +6,13 @@ import asyncio
 import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis.asyncio
 from arq.constants import in_progress_key_prefix
 
-from shared.builtin_jobs import EchoParameters, EchoResult
 from shared.builtin_jobs import echo as ECHO
 from shared.cache import memory_cache
 from shared.catalog import JobType
@@ -57,7 +57,7 @@ async def test_a_worker_client_waits_out_a_redis_that_resets_it_mid_handshake() 
 OUTAGE_SECONDS = 6.0
 """Far longer than the timeout of the job type below."""
 
-QUICK = JobType("quick", "echoes", EchoParameters, EchoResult, timeout=0.3)
+QUICK = replace(ECHO, name="quick", timeout=0.3)
 
 
 class LosesOneFinalWrite(RecordStore):
@@ -92,7 +92,7 @@ async def run_one_job(
     """Enqueue one job as the api does, run the worker until the job's record says it ended
     and arq has taken it off the queue; its final record."""
     with ThreadPoolExecutor(1) as cpu_pool:
-        runner = JobRunner(records, {job_type.name: ECHO}, cpu_pool)
+        runner = JobRunner(records, cpu_pool)
         worker = ClaimingWorker(
             worker_id="worker-a", lease_seconds=5, functions=[arq_function(job_type)],
             redis_pool=pool, queue_name=pool.default_queue_name, poll_delay=0.001,

@@ -28,17 +28,10 @@ from worker.attempt_records import AttemptRecords
 from worker.embedded import EmbeddedWorker
 from worker.runner import REDELIVERIES, Finished, JobRunner
 
-FLAKY = JobType("flaky", "fails twice", EchoParameters, EchoResult, retries=2, retry_delay=0.01)
-HOPELESS = JobType("hopeless", "always", EchoParameters, EchoResult, retries=1, retry_delay=0.01)
-SLOW = JobType("slow", "too slow", EchoParameters, EchoResult, timeout=0.2)
-
 
 class Blob(JobResult):
     data: Any
 
-
-NOT_JSON = JobType("not_json", "bad result", EchoParameters, Blob)
-WRONG_SHAPE = JobType("wrong_shape", "bad result", EchoParameters, EchoResult)
 
 calls: dict[str, int] = {}
 
@@ -67,13 +60,19 @@ async def wrong_shape(parameters: EchoParameters, context: JobContext) -> Any:
     return {"message": ["not", "a", "string"]}
 
 
-IMPLEMENTATIONS = {
-    "flaky": flaky,
-    "hopeless": hopeless,
-    "slow": slow,
-    "not_json": not_json,
-    "wrong_shape": wrong_shape,
-}
+FLAKY = JobType(
+    "flaky", "fails twice", EchoParameters, EchoResult, retries=2, retry_delay=0.01,
+    implementation=flaky,
+)  # fmt: skip
+HOPELESS = JobType(
+    "hopeless", "always", EchoParameters, EchoResult, retries=1, retry_delay=0.01,
+    implementation=hopeless,
+)  # fmt: skip
+SLOW = JobType("slow", "too slow", EchoParameters, EchoResult, timeout=0.2, implementation=slow)
+NOT_JSON = JobType("not_json", "bad result", EchoParameters, Blob, implementation=not_json)
+WRONG_SHAPE = JobType(
+    "wrong_shape", "bad result", EchoParameters, EchoResult, implementation=wrong_shape
+)
 
 
 @pytest.fixture
@@ -91,7 +90,7 @@ async def queue(records: RecordStore) -> AsyncIterator[MemoryQueue]:
     """The local mode's queue, whose jobs an embedded worker runs."""
     queue = MemoryQueue()
     with ThreadPoolExecutor(1) as pool:
-        runner = JobRunner(records, IMPLEMENTATIONS, pool)
+        runner = JobRunner(records, pool)
         await queue.listen_for_cancels(runner.cancel)
         embedded = EmbeddedWorker(queue, runner, concurrency=2, job_types=JOB_TYPES)
         embedded.start()
@@ -169,7 +168,7 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
     """What happens when a worker died mid-attempt and arq delivers the job once more."""
     job_id = new_job_id()
     with ThreadPoolExecutor(1) as pool:
-        runner = JobRunner(records, IMPLEMENTATIONS, pool)
+        runner = JobRunner(records, pool)
         outcome = await runner.run(
             HOPELESS,
             QueuedJob(
@@ -190,7 +189,7 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
 async def test_runner_holds_nothing_of_a_job_once_it_has_ended(records: RecordStore) -> None:
     """A worker runs jobs for weeks: what it kept per job would grow without bound."""
     with ThreadPoolExecutor(1) as pool:
-        runner = JobRunner(records, {"echo": ECHO}, pool)
+        runner = JobRunner(records, pool)
         for number in range(3):
             job = QueuedJob.of(JobRecord(id=new_job_id(), name="echo"), {"message": f"hi {number}"})
             outcome = await runner.run(ECHO, job, attempt=1)

@@ -77,7 +77,7 @@ def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> I
             concurrency=settings.worker_concurrency,
         )
         overview.show_worker(activity.status)
-        async with running_jobs(settings, backend, catalog, activity) as runner:
+        async with running_jobs(settings, backend, activity) as runner:
             worker = EmbeddedWorker(queue, runner, settings.worker_concurrency, catalog)
             worker.start()
             try:

@@ -119,9 +119,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     activity = WorkerActivity(
         Metrics(catalog), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
     )
-    ctx["runner"] = await resources.enter_async_context(
-        running_jobs(settings, backend, catalog, activity)
-    )
+    ctx["runner"] = await resources.enter_async_context(running_jobs(settings, backend, activity))
     monitoring = await start_monitoring(settings, backend.overview, activity)
     resources.push_async_callback(monitoring.close)
     logger.info(

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from shared.activity import WorkerActivity
 from shared.backend import Backend
-from shared.catalog import Catalog, Implementation, JobType
+from shared.catalog import JobType
 from shared.errors import JobFailedError, RetryableJobError
 from shared.logs import job_event
 from shared.queue import QueuedJob
@@ -74,18 +74,16 @@ def encode_result(job_type: JobType, result: object) -> Any:
 
 
 class JobRunner:
-    """Runs attempts of declared jobs with their implementations, timeouts and retries."""
+    """Runs attempts of declared jobs with their code, timeouts and retries."""
 
     def __init__(
         self,
         records: RecordStore,
-        implementations: Mapping[str, Implementation],
         cpu_pool: Executor,
         activity: WorkerActivity | None = None,
         quotas: QuotaLedger | None = None,
     ) -> None:
         self._records = records
-        self._implementations = implementations
         self._cpu_pool = cpu_pool
         # Whoever ends a job releases its quota (the api, for a job it cancels while queued).
         self._quotas = quotas
@@ -171,7 +169,7 @@ class JobRunner:
         try:
             typed_parameters = job_type.parameters.model_validate(parameters)
             async with asyncio.timeout(job_type.timeout):
-                result = await self._implementations[job_type.name](typed_parameters, context)
+                result = await job_type(typed_parameters, context)
         except Exception as error:  # the job boundary: any failure becomes a readable record
             return await self._failed(job_type, record, ttl, error, started)
         try:
@@ -258,16 +256,14 @@ class JobRunner:
 
 @asynccontextmanager
 async def running_jobs(
-    settings: Settings, backend: Backend, catalog: Catalog, activity: WorkerActivity
+    settings: Settings, backend: Backend, activity: WorkerActivity
 ) -> AsyncIterator[JobRunner]:
     """The runner of a worker process or of the local mode's embedded worker, over the
     backend's records and quotas, with a process pool for CPU-bound job code; it stops jobs
     that a client cancels while they run."""
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     try:
-        runner = JobRunner(
-            backend.records, catalog.implementations(), cpu_pool, activity, backend.quotas
-        )
+        runner = JobRunner(backend.records, cpu_pool, activity, backend.quotas)
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner
     finally:

@@ -1,5 +1,5 @@
 """The local mode's view: the embedded worker, shown as it is at each read, is the only
-worker, and the memory queue's backlog is the queue."""
+worker (it needs no heartbeat), and the memory queue's backlog is the queue."""
 
 from collections import deque
 from collections.abc import Callable
@@ -14,7 +14,6 @@ class MemoryOverview:
         """`backlog` gives the jobs waiting to start and those waiting for a retry's delay."""
         self._backlog = backlog
         self._live: list[Callable[[], WorkerStatus]] = []
-        self._announced: dict[str, WorkerStatus] = {}
         self._recent: deque[str] = deque(maxlen=RECENT_JOBS)
 
     def show_worker(self, status: Callable[[], WorkerStatus]) -> None:
@@ -27,8 +26,7 @@ class MemoryOverview:
         return QueueDepth(due=waiting + running, deferred=deferred)
 
     async def workers(self) -> list[WorkerStatus]:
-        found = [status() for status in self._live] + list(self._announced.values())
-        return sorted(found, key=lambda status: status.started_at)
+        return sorted((status() for status in self._live), key=lambda status: status.started_at)
 
     async def recent_job_ids(self, limit: int) -> list[str]:
         return list(self._recent)[-limit:][::-1] if limit > 0 else []
@@ -37,10 +35,10 @@ class MemoryOverview:
         self._recent.append(record.id)
 
     async def announce(self, status: WorkerStatus) -> None:
-        self._announced[status.id] = status
+        """Nothing to do: a worker of this process is read live (`show_worker`)."""
 
     async def withdraw(self, worker_id: str) -> None:
-        self._announced.pop(worker_id, None)
+        """Nothing to do: see `announce`."""
 
     async def close(self) -> None:
         self._live.clear()
