@@ -50,20 +50,12 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
 
 
 def install_submit_routes(app: FastAPI, catalog: Catalog) -> None:
-    """Add POST /jobs/{name} for the job types loaded at startup, before the other /jobs routes
-    (so that OpenAPI lists them first), in place of those an earlier start of this app added;
-    the schema is made anew on its next read."""
-    routes = app.router.routes
+    """Add POST /jobs/{name} for the job types loaded at startup, in place of those an earlier
+    start of this app added; the OpenAPI schema is made anew on its next read."""
     earlier = getattr(app.state, "submit_routes", [])
-    routes[:] = [route for route in routes if route not in earlier]
     submits = jobs.submit_routes(catalog).routes
+    app.router.routes[:] = [route for route in app.router.routes if route not in earlier] + submits
     app.state.submit_routes = submits
-    first_job_route = next(
-        (index for index, route in enumerate(routes) if getattr(route, "path", "") == "/jobs"
-         or getattr(route, "path", "").startswith("/jobs/")),
-        len(routes),
-    )  # fmt: skip
-    routes[first_job_route:first_job_route] = submits
     app.openapi_schema = None
 
 
