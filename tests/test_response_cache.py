@@ -22,7 +22,7 @@ from api.main import create_app
 from api.response_cache import ResponseCache, cache_response
 from api.response_cache.breaker import CircuitBreaker
 from api.response_cache.cache import Produced
-from api.response_cache.entry import cached_response
+from api.response_cache.entry import cached_response, encode
 from api.response_cache.near import NearCache
 from shared.errors import BackendUnavailableError
 from shared.keys import ResponseKeys
@@ -574,6 +574,45 @@ async def test_a_lost_broadcast_leaves_a_copy_for_at_most_the_near_cache_bound(
         refreshed = await reader.serve("items", key, 60, 5, produce_body(b"new"))
     assert stale_reads > 0  # the copy did outlive the lost broadcast
     assert (refreshed.hit, refreshed.response.body) == (False, b"new")
+
+
+class OtherProcessFinishesFirst(MemoryResponseStore):
+    """Another process holds the fill lock; it stores its response and lets go of the lock
+    right after this process's second look-up, before its second try for the lock."""
+
+    def __init__(self, key: str, lock_key: str) -> None:
+        super().__init__()
+        self.key, self.lock_key, self.tries = key, lock_key, 0
+
+    async def lock(self, key: str, token: str, ttl: float) -> bool:
+        self.tries += 1
+        if self.tries == 2:
+            other = cached_response(200, ((b"content-type", b"text/plain"),), b"theirs")
+            await self.store(self.key, encode(other, 60), 60, "race:response-epoch:items", "")
+            await self.unlock(self.lock_key, "other")
+        return await super().lock(key, token, ttl)
+
+
+async def test_a_process_that_gets_the_lock_after_waiting_serves_what_the_holder_stored() -> None:
+    keys = ResponseKeys("race")
+    key = keys.response("items", "/items/1", "[]")
+    store = OtherProcessFinishesFirst(key, keys.lock(key))
+    await store.lock(keys.lock(key), "other", 5)
+    store.tries = 0
+    responses = ResponseCache(
+        store, keys, NearCache(max_entries=100, max_age=1.0), CircuitBreaker(1.0, 1.0),
+        default_ttl=60, lock_seconds=5,
+    )  # fmt: skip
+    ran: list[bytes] = []
+
+    async def produce() -> Produced:
+        ran.append(b"ours")
+        return await produce_body(b"ours")()
+
+    served = await responses.serve("items", key, 60, 5, produce)
+
+    assert ran == [], "the endpoint ran again although the holder had stored its response"
+    assert (served.hit, served.response.body) == (True, b"theirs")
 
 
 async def test_a_fill_that_raced_an_invalidation_is_not_stored(namespace: str) -> None:

@@ -133,6 +133,7 @@ class ResponseCache:
             )
 
         locked = await take_lock()
+        waited = locked is False
         deadline = self._clock() + lock_seconds
         pause = FIRST_POLL_SECONDS
         while locked is False:
@@ -151,6 +152,14 @@ class ResponseCache:
             epoch = looked_up
             locked = await take_lock()
         try:
+            if locked and waited:
+                # The process that held the lock may have stored the response and let go of the
+                # lock between this process's last look-up and its lock: look once more, or the
+                # endpoint would run a second time.
+                looked_up = await self._look_up(key, epoch_key, generation)
+                if isinstance(looked_up, Served):
+                    return Filled(looked_up, looked_up)
+                epoch = looked_up
             produced = await produce()
             if produced.to_store is None:
                 return Filled(Served(produced.answer, ttl, hit=False, cacheable=False), None)
