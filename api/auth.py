@@ -1,17 +1,26 @@
 """Who is asking: API keys from API_KEYS, compared in constant time. Each key sees only the
-jobs it submitted; the api is open when no key is set (the embedded default)."""
+jobs it submitted, and the runs of scheduled job types, which no key owns; the api is open when
+no key is set (the embedded default)."""
 
 import hashlib
 import hmac
 from dataclasses import dataclass
 
 from shared.errors import UnauthorizedError
+from shared.records import JobRecord
 
 
 @dataclass(frozen=True)
 class Caller:
     owner: str | None
     """A digest of the caller's key, stored with its jobs (never the key); None when open."""
+
+    def may_read(self, record: JobRecord) -> bool:
+        """Its own jobs, and the runs of a schedule, which no key owns: any key may read them
+        (but not cancel them)."""
+        return record.owner == self.owner or (
+            record.owner is None and record.scheduled_for is not None
+        )
 
 
 def key_digest(key: str) -> bytes:

@@ -12,6 +12,7 @@ from api.auth import Caller
 from api.response_cache import ResponseCache
 from api.services import Services
 from shared.backend import Backend
+from shared.catalog import Catalog
 from shared.events import JobEvents
 from shared.metrics import Metrics
 from shared.overview import Overview
@@ -54,6 +55,10 @@ async def get_response_cache(services: ServicesDep) -> ResponseCache:
     return services.response_cache
 
 
+async def get_catalog(services: ServicesDep) -> Catalog:
+    return services.catalog
+
+
 async def get_metrics(services: ServicesDep) -> Metrics:
     return services.metrics
 
@@ -64,6 +69,7 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]

@@ -15,7 +15,7 @@ from api.body_limit import SettingsBodyLimit
 from api.errors import install_error_handlers
 from api.observability import RequestObserver, count_redis_errors
 from api.response_cache.factory import open_response_cache
-from api.routes import cached, dashboard, health, jobs, metrics
+from api.routes import cached, dashboard, health, jobs, metrics, schedules
 from api.services import Services
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     count_redis_errors(app)
     app.add_middleware(RequestObserver)
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     app.include_router(cached.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

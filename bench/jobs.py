@@ -50,6 +50,7 @@ from bench.workloads import (
     measure_latency,
     measure_throughput,
 )
+from shared.catalog import DEFAULT_QUEUE
 from shared.settings import Settings
 from tests.processes import BIN, worker_command
 
@@ -237,7 +238,10 @@ async def bench(options: argparse.Namespace, group: ProcessGroup) -> str:
         settings = jobcache_settings(redis_port, namespace)
         environment = jobcache_environment(settings)
         jobcache_workers = WorkerKind(
-            "jobcache-worker", tuple(worker_command()), environment, settings.queue_name
+            "jobcache-worker",
+            tuple(worker_command()),
+            environment,
+            settings.keys.queue(DEFAULT_QUEUE),
         )
         # One api for the whole run: idle, it sends Redis nothing.
         api, api_port = start_api(group, environment)

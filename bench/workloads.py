@@ -125,7 +125,7 @@ class InternalJobs:
     async def submit(self, message: str) -> str:
         record = JobRecord(id=new_job_id(), name=ECHO.name, max_attempts=ECHO.max_attempts)
         await self._records.put(record, self._records.ttl_for(ECHO.result_ttl), announce=False)
-        await self._queue.enqueue(QueuedJob.of(record, {"message": message}))
+        await self._queue.enqueue(QueuedJob.of(record, {"message": message}, ECHO.queue))
         return record.id
 
     async def result(self, handle: str) -> str:

@@ -8,10 +8,12 @@ heartbeat (shared/overview/) and the embedded worker of the local mode shows dir
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel
 
+from shared.catalog import DEFAULT_QUEUE
 from shared.metrics import Metrics
 from shared.records.model import JobRecord, utcnow
 
@@ -21,6 +23,7 @@ class RunningJob(BaseModel):
     name: str
     attempt: int
     started_at: datetime
+    queue: str = DEFAULT_QUEUE
 
 
 class WorkerStatus(BaseModel):
@@ -32,6 +35,8 @@ class WorkerStatus(BaseModel):
     started_at: datetime
     seen_at: datetime
     concurrency: int
+    queues: list[str] = []
+    """The queues it serves (WORKER_QUEUES)."""
     running: list[RunningJob]
     succeeded: int = 0
     failed: int = 0
@@ -56,20 +61,27 @@ class WorkerActivity:
         *,
         worker_id: str | None = None,
         concurrency: int = 1,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
     ) -> None:
         self.metrics = metrics if metrics is not None else Metrics()
         self.worker_id = worker_id or new_worker_id()
         self.concurrency = concurrency
+        self.queues = list(queues)
         self.metrics_address: str | None = None
         self._started_at = utcnow()
         self._running: dict[str, RunningJob] = {}
         self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled"), 0)
 
-    def started(self, record: JobRecord) -> None:
-        """An attempt began: `record` is running, with its started_at set."""
+    def started(self, record: JobRecord, queue: str = DEFAULT_QUEUE) -> None:
+        """An attempt began: `record` is running, with its started_at set; it came from
+        `queue`."""
         started_at = record.started_at or utcnow()
         self._running[record.id] = RunningJob(
-            id=record.id, name=record.name, attempt=record.attempts, started_at=started_at
+            id=record.id,
+            name=record.name,
+            attempt=record.attempts,
+            started_at=started_at,
+            queue=queue,
         )
         self.metrics.jobs_running.set(len(self._running))
         self.metrics.jobs_started.labels(record.name).inc()
@@ -109,6 +121,7 @@ class WorkerActivity:
             started_at=self._started_at,
             seen_at=utcnow(),
             concurrency=self.concurrency,
+            queues=self.queues,
             running=sorted(self._running.values(), key=lambda job: job.started_at),
             metrics_address=self.metrics_address,
             **self._counts,

@@ -1,6 +1,6 @@
 """The one way a process opens its backend: `open_backend` builds the object graph of its mode
-(records, job events, queue, quotas, overview, and the shared store of cached responses), on
-Redis or in memory, and closes it in reverse.
+(records, job events, queue, quotas, overview, schedules, and the shared store of cached
+responses), on Redis or in memory, and closes it in reverse.
 
 This is the only place that chooses between the backends; everything else talks to the ports.
 The api's lifespan and the worker's startup both open it, each in its role: the api fails fast
@@ -39,6 +39,9 @@ from shared.records.store import RecordStore
 from shared.responses.base import ResponseStore
 from shared.responses.memory import MemoryResponseStore
 from shared.responses.redis import RedisResponseStore
+from shared.schedules.base import ScheduleBook
+from shared.schedules.memory import MemoryScheduleBook
+from shared.schedules.redis import RedisScheduleBook
 from shared.settings import Settings
 
 
@@ -58,6 +61,8 @@ class Backend:
     overview: Overview
     responses: ResponseStore
     """Where the api's response cache keeps responses (api/response_cache opens it)."""
+    schedules: ScheduleBook
+    """The claimed due times and last runs of the scheduled job types (worker/scheduler.py)."""
     queue_client: redis.asyncio.Redis | None
     """A client of the queue's Redis (the arq pool), for health checks; None without Redis."""
 
@@ -120,6 +125,8 @@ async def _open_memory(
     stack.push_async_callback(queue.close)
     overview = MemoryOverview(queue.backlog)
     stack.push_async_callback(overview.close)
+    schedules = MemoryScheduleBook()
+    stack.push_async_callback(schedules.close)
     built = Backend(
         records=RecordStore(cache, settings.cache_ttl, events),
         events=events,
@@ -127,6 +134,7 @@ async def _open_memory(
         quotas=MemoryQuotaLedger(),
         overview=overview,
         responses=MemoryResponseStore(),
+        schedules=schedules,
         queue_client=None,
     )
     await stack.enter_async_context(in_process_worker(built, queue, overview))
@@ -159,6 +167,8 @@ async def _open_redis(
     stack.push_async_callback(queue.close)
     overview = RedisOverview(queue_client, keys)
     stack.push_async_callback(overview.close)
+    schedules = RedisScheduleBook(queue_client, keys)
+    stack.push_async_callback(schedules.close)
     return Backend(
         records=records,
         events=events,
@@ -166,6 +176,7 @@ async def _open_redis(
         quotas=RedisQuotaLedger(cache_client, keys),
         overview=overview,
         responses=RedisResponseStore(cache_client, ResponseKeys(keys.namespace).channel),
+        schedules=schedules,
         queue_client=queue_client,
     )
 

@@ -115,6 +115,9 @@ def count_primes(limit: int) -> tuple[int, int | None]:
 @job(
     summary="Count the primes up to a limit, in a separate process (CPU-bound).",
     timeout=120,
+    # Heavy: on a queue of its own, so that operators can give it workers of their own
+    # (WORKER_QUEUES=cpu) and it never holds up the quick types of the default queue.
+    queue="cpu",
 )
 async def primes(parameters: PrimesParameters, context: JobContext) -> PrimesResult:
     count, largest = await context.run_in_process(count_primes, parameters.limit)

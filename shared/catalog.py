@@ -8,13 +8,16 @@ embedded worker run their code. Job types are declared with `@job` (shared/jobs.
 
 import importlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.cron import CronSchedule
 from shared.errors import ConfigurationError
+
+DEFAULT_QUEUE = "default"
 
 Implementation = Callable[[Any, Any], Awaitable[Any]]
 """A job's code: `async def run(parameters, context) -> result`."""
@@ -49,6 +52,12 @@ class JobType:
     """Seconds the record is kept after it is written; None uses CACHE_TTL."""
     implementation: Implementation | None = None
     """The job's code (`@job` sets it); a declaration without code fails each attempt."""
+    queue: str = DEFAULT_QUEUE
+    """The queue its jobs wait on; WORKER_QUEUES says which queues a worker serves."""
+    schedule: CronSchedule | None = None
+    """When set, the workers submit a run of it at each due time (UTC), exactly once."""
+    schedule_parameters: Mapping[str, Any] = field(default_factory=dict)
+    """The parameters of each scheduled run, as JSON data (validated when declared)."""
 
     @property
     def max_attempts(self) -> int:
@@ -75,6 +84,19 @@ class Catalog(Mapping[str, JobType]):
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues its job types are on, each once, the default queue first."""
+        return sorted({job_type.queue for job_type in self.values()}, key=_default_first)
+
+    @property
+    def scheduled(self) -> list[JobType]:
+        return [job_type for job_type in self.values() if job_type.schedule is not None]
+
+
+def _default_first(queue: str) -> tuple[bool, str]:
+    return queue != DEFAULT_QUEUE, queue
 
 
 def declared_in(module: ModuleType) -> list[JobType]:

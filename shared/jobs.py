@@ -14,16 +14,29 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.catalog import Implementation, JobType
+from shared.catalog import DEFAULT_QUEUE, Implementation, JobType
+from shared.cron import CronSchedule
 from shared.errors import ConfigurationError
 
 T = TypeVar("T")
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A job type's name is a path segment of POST /jobs/{name} and a label of the metrics."""
-OPTIONS = ("name", "summary", "timeout", "retries", "retry_delay", "result_ttl")
+QUEUE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+"""A queue's name is part of Redis keys and a label of the metrics."""
+OPTIONS = (
+    "name",
+    "summary",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "result_ttl",
+    "queue",
+    "schedule",
+    "schedule_parameters",
+)
 
 
 class JobContext(Protocol):
@@ -57,6 +70,9 @@ def job(
     retries: int = 0,
     retry_delay: float = 1.0,
     result_ttl: int | None = None,
+    queue: str = DEFAULT_QUEUE,
+    schedule: str | None = None,
+    schedule_parameters: dict[str, Any] | None = None,
     **unknown: Any,
 ) -> Callable[[Implementation], JobType]:
     """Declare the decorated async function as a job type.
@@ -64,7 +80,9 @@ def job(
     `timeout`: seconds one attempt may run. `retries`: further attempts after a failed one
     (a RetryableJobError or a timeout), `retry_delay` seconds before the first, doubled for
     each later one, with jitter. `result_ttl`: seconds the finished record is kept (default
-    CACHE_TTL). A bad declaration is a ConfigurationError naming the job.
+    CACHE_TTL). `queue`: the queue its jobs wait on (WORKER_QUEUES picks a worker's queues).
+    `schedule`: a cron expression (UTC; shared/cron.py) at whose due times the workers submit
+    a run with `schedule_parameters`. A bad declaration is a ConfigurationError naming the job.
     """
 
     def declare(function: Implementation) -> JobType:
@@ -86,6 +104,12 @@ def job(
         check_options(where, timeout=timeout, retries=retries, retry_delay=retry_delay)
         if result_ttl is not None and result_ttl <= 0:
             raise ConfigurationError(f"{where}: result_ttl must be positive, not {result_ttl!r}")
+        if not QUEUE_PATTERN.fullmatch(queue):
+            raise ConfigurationError(
+                f"{where}: queue {queue!r} must be lower-case letters, digits, '_' and '-', "
+                "starting with a letter"
+            )
+        cron = schedule_of(where, schedule, schedule_parameters, parameters)
         return JobType(
             name=declared_name,
             summary=summary or first_line(function.__doc__) or declared_name,
@@ -96,9 +120,38 @@ def job(
             retry_delay=retry_delay,
             result_ttl=result_ttl,
             implementation=function,
+            queue=queue,
+            schedule=cron,
+            schedule_parameters=dict(schedule_parameters or {}),
         )
 
     return declare
+
+
+def schedule_of(
+    where: str,
+    schedule: str | None,
+    schedule_parameters: dict[str, Any] | None,
+    parameters: type[BaseModel],
+) -> CronSchedule | None:
+    """The parsed schedule; its parameters must be valid for the job type when it is declared,
+    not at the first due time."""
+    if schedule is None:
+        if schedule_parameters is not None:
+            raise ConfigurationError(f"{where}: schedule_parameters without a schedule")
+        return None
+    try:
+        cron = CronSchedule(schedule)
+    except ValueError as error:
+        raise ConfigurationError(f"{where}: schedule: {error}") from None
+    try:
+        strict(parameters).model_validate(schedule_parameters or {})
+    except ValidationError as error:
+        raise ConfigurationError(
+            f"{where}: schedule_parameters do not fit {parameters.__name__}: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        ) from None
+    return cron
 
 
 def models_of(function: Implementation, where: str) -> tuple[type[BaseModel], type[BaseModel]]:

@@ -17,20 +17,28 @@ On the cache's Redis (REDIS_CACHE_DB, or the server that CACHE_REDIS_* names):
 - `<ns>:response-invalidations`, channel: the key prefix of each invalidation.
 
 On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
-- `<ns>:queue`, sorted set: arq's queue, job ids scored by when they are due (ms); no TTL.
+- `<ns>:queue:<queue>`, sorted set: one queue of arq's (`default`, or a job type's own
+  `@job(queue=...)`), job ids scored by when they are due (ms); no TTL.
 - `arq:job:<id>`, string: arq's envelope of a queued job, JSON (shared/queue/redis.py);
   expires a day after it was queued if no worker ran it.
 - `arq:in-progress:<id>`, string: the id of the worker running the job; lives WORKER_LEASE,
   renewed while the job runs.
 - `arq:retry:<id>`, string: arq's count of the job's deliveries; arq's TTL (a day).
-- `<ns>:queue:health-check`, string: arq's worker health line; lives an hour.
-- `<ns>:queue:wakeup`, channel: the id of each job queued, for idle workers.
-- `<ns>:queue:cancel`, channel: the id of each job a client cancelled, for its worker.
+- `<ns>:queue:<queue>:health-check`, string: arq's worker health line (of a worker's first
+  queue); lives an hour.
+- `<ns>:queue:<queue>:wakeup`, channel: the id of each job queued there, for idle workers
+  that serve that queue.
+- `<ns>:cancel`, channel: the id of each job a client cancelled, for its worker.
 - `<ns>:workers`, sorted set: live worker ids, scored by their last heartbeat; no TTL, stale
   members dropped by every heartbeat.
 - `<ns>:worker:<worker id>`, string: one worker's status as JSON; lives 3 heartbeats (6 s).
 - `<ns>:recent-jobs`, sorted set: the last 100 submitted job ids, scored by submission time;
   no TTL, trimmed as it is written.
+- `<ns>:schedule:<name>:<due ms>`, string: the id of the worker that claimed this due time
+  of a scheduled job type (shared/schedules/redis.py), so that it runs once; lives 120 s
+  (CLAIM_TTL).
+- `<ns>:schedule:<name>:last-run`, string: the scheduled job type's last run as JSON (job id
+  and due time); no TTL (one small key per scheduled job type).
 
 The `arq:` keys are arq's own names (arq.constants), shared by every namespace; job ids are
 random, so deployments never collide on them.
@@ -40,6 +48,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from arq.constants import health_check_key_suffix, in_progress_key_prefix, job_key_prefix
 
@@ -83,24 +92,22 @@ class Keys:
 
     namespace: str
 
-    @property
-    def queue(self) -> str:
-        """arq's queue; namespaced so that two deployments on one Redis stay apart."""
-        return f"{self.namespace}:queue"
+    def queue(self, queue: str) -> str:
+        """One of arq's queues (a sorted set); namespaced so that two deployments on one Redis
+        stay apart."""
+        return f"{self.namespace}:queue:{queue}"
 
-    @property
-    def queue_health_check(self) -> str:
-        return self.queue + health_check_key_suffix
+    def queue_health_check(self, queue: str) -> str:
+        return self.queue(queue) + health_check_key_suffix
 
-    @property
-    def wakeup_channel(self) -> str:
-        """On which the api tells idle workers that a job was queued."""
-        return f"{self.queue}:wakeup"
+    def wakeup_channel(self, queue: str) -> str:
+        """On which the api tells the idle workers of a queue that a job was queued there."""
+        return f"{self.queue(queue)}:wakeup"
 
     @property
     def cancel_channel(self) -> str:
         """On which the api asks workers to stop a running job."""
-        return f"{self.queue}:cancel"
+        return f"{self.namespace}:cancel"
 
     @property
     def job_events_channel(self) -> str:
@@ -126,6 +133,13 @@ class Keys:
 
     def submission_rate(self, owner: str) -> str:
         return f"{self.namespace}:rate:{owner}"
+
+    def schedule_claim(self, name: str, due: datetime) -> str:
+        """The claim of one due time of a scheduled job type, by its time in ms."""
+        return f"{self.namespace}:schedule:{name}:{round(due.timestamp() * 1000)}"
+
+    def schedule_last_run(self, name: str) -> str:
+        return f"{self.namespace}:schedule:{name}:last-run"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ histograms count what happened in that process, so the system's totals are sums 
 workers alive) is exported by the api only, where every api process reports the same value.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -53,7 +53,8 @@ class Metrics:
             return counter
 
         self.jobs_submitted = per_job_type(
-            "jobcache_jobs_submitted", "Jobs accepted by this api process."
+            "jobcache_jobs_submitted",
+            "Jobs accepted by this api process, or submitted on schedule by this worker.",
         )
         self.jobs_started = per_job_type(
             "jobcache_jobs_started", "Attempts started by this process (a retry starts again)."
@@ -104,13 +105,15 @@ class Metrics:
             self._system = (
                 Gauge(
                     "jobcache_queue_depth",
-                    "Jobs queued and due but not started yet (all workers; estimated from "
+                    "Jobs of a queue due but not started yet (all workers; estimated from "
                     "the workers' heartbeats).",
+                    ["queue"],
                     registry=self.registry,
                 ),
                 Gauge(
                     "jobcache_queue_deferred",
-                    "Jobs waiting for a retry's delay before they are due again.",
+                    "Jobs of a queue waiting for a retry's delay before they are due again.",
+                    ["queue"],
                     registry=self.registry,
                 ),
                 Gauge(
@@ -120,13 +123,17 @@ class Metrics:
                 ),
             )
 
-    def show_system(self, *, queue_depth: float, deferred: float, workers_alive: float) -> None:
-        """Set the gauges of the whole system (the api does, before each exposition)."""
+    def show_system(
+        self, *, queues: Mapping[str, tuple[float, float]], workers_alive: float
+    ) -> None:
+        """Set the gauges of the whole system (the api does, before each exposition): for each
+        queue, its jobs waiting to start and those waiting for a retry's delay."""
         if self._system is None:
             raise RuntimeError("these metrics were made without system_view")
         depth, deferred_gauge, workers = self._system
-        depth.set(queue_depth)
-        deferred_gauge.set(deferred)
+        for queue, (waiting, deferred) in queues.items():
+            depth.labels(queue).set(waiting)
+            deferred_gauge.labels(queue).set(deferred)
         workers.set(workers_alive)
 
     def count_cancelled(self, job_type: str) -> None:

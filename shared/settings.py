@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         description="Seconds an idle worker waits for a wake-up before it looks at the queue "
         "anyway (the bound on a job's delay when a wake-up is lost).",
     )
+    worker_queues: str = Field(
+        default="",
+        pattern=r"^\s*([a-z][a-z0-9_-]*(\s*,\s*[a-z][a-z0-9_-]*)*)?\s*$",
+        description="Comma-separated queues a worker serves (empty: every queue a job type "
+        "is on), so that heavy job types get workers of their own.",
+    )
     worker_lease: float = Field(
         default=5.0,
         gt=0,
@@ -177,9 +183,10 @@ class Settings(BaseSettings):
         return Keys(self.cache_namespace)
 
     @property
-    def queue_name(self) -> str:
-        """The arq queue's key; namespaced so that two deployments on one Redis stay apart."""
-        return self.keys.queue
+    def served_queues(self) -> list[str]:
+        """The queues WORKER_QUEUES names, each once, in order; empty for every queue."""
+        names = [name.strip() for name in self.worker_queues.split(",") if name.strip()]
+        return list(dict.fromkeys(names))
 
     @property
     def queue_redis(self) -> RedisAddress:

@@ -1,6 +1,8 @@
 """Fixtures for in-process tests: the app inside its lifespan, driven through ASGITransport."""
 
 import asyncio
+import sys
+import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,6 +16,8 @@ import redis
 from asgi_lifespan import LifespanManager
 
 from api.main import create_app
+from shared.catalog import DEFAULT_QUEUE
+from shared.keys import Keys
 from shared.settings import Settings
 from tests.deployments import (
     QUEUE_DB,
@@ -93,10 +97,10 @@ async def finished_record(
 @pytest.fixture
 async def pool(namespace: str) -> AsyncIterator[QueueWaitingRedis]:
     """A worker's arq pool on the shared Redis, for an in-process worker of the test's own
-    queue (`<namespace>:queue`)."""
-    queue = f"{namespace}:queue"
+    default queue (`<namespace>:queue:default`)."""
+    queue = Keys(namespace).queue(DEFAULT_QUEUE)
     pool = QueueWaitingRedis(
-        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        queues=[queue], fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
         default_queue_name=queue,
     )  # fmt: skip
     yield pool
@@ -129,3 +133,26 @@ def new_deployment(tmp_path: Path) -> Iterator[Any]:
 def deployment(new_deployment: Any) -> Deployment:
     made: Deployment = new_deployment()
     return made
+
+
+@pytest.fixture
+def job_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A directory on the import path, outside the repository; modules written there are
+    forgotten again afterwards."""
+    directory = tmp_path / "team"
+    directory.mkdir()
+    monkeypatch.syspath_prepend(str(directory))
+    before = set(sys.modules)
+    yield directory
+    for name in set(sys.modules) - before:
+        if getattr(sys.modules[name], "__file__", "") and str(directory) in str(
+            sys.modules[name].__file__
+        ):
+            del sys.modules[name]
+
+
+def write_module(directory: Path, text: str) -> str:
+    """Write a module of its own name (never one an earlier test imported); its name."""
+    name = f"team_jobs_{uuid.uuid4().hex[:8]}"
+    (directory / f"{name}.py").write_text(textwrap.dedent(text))
+    return name

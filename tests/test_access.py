@@ -92,7 +92,7 @@ def test_bad_input_is_never_queued_and_makes_no_keys(deployment: Deployment) -> 
         deployment.job_ids.append(job_id)
 
         queue = redis_client(QUEUE_DB)
-        assert queue.zcard(f"{deployment.name}:queue") == 1, "only the good job is queued"
+        assert queue.zcard(f"{deployment.name}:queue:default") == 1, "only the good job is queued"
         assert keys_matching(CACHE_DB, f"{deployment.name}:*") == [
             f"{deployment.name}:job:{job_id}"
         ]

@@ -13,7 +13,8 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import func
 
-from shared.keys import new_job_id
+from shared.catalog import DEFAULT_QUEUE
+from shared.keys import Keys, new_job_id
 from tests.conftest import eventually
 from tests.deployments import REDIS_HOST, REDIS_PORT
 from worker.arq_internals import ClaimingWorker, JobClaims, QueueWaitingRedis
@@ -30,7 +31,7 @@ async def client() -> AsyncIterator[redis.asyncio.Redis]:
 
 @pytest.fixture
 def queue(namespace: str) -> str:
-    return f"{namespace}:queue"
+    return Keys(namespace).queue(DEFAULT_QUEUE)
 
 
 async def enqueue(client: redis.asyncio.Redis, queue: str, *, due_in_ms: int = 0) -> str:
@@ -39,8 +40,21 @@ async def enqueue(client: redis.asyncio.Redis, queue: str, *, due_in_ms: int = 0
     return job_id
 
 
-def claims_of(client: redis.asyncio.Redis, queue: str, holder: str) -> JobClaims:
-    return JobClaims(client, queue, holder, LEASE_SECONDS)
+class QueueClaims:
+    """One worker's claims on one queue."""
+
+    def __init__(self, client: redis.asyncio.Redis, queue: str, holder: str) -> None:
+        self._claims = JobClaims(client, holder, LEASE_SECONDS)
+        self._queue = queue
+
+    async def claim(self, job_ids: list[str], free: int) -> list[tuple[str, int]]:
+        claimed = await self._claims.claim([(job_id, self._queue) for job_id in job_ids], free)
+        assert {queue for _, _, queue in claimed} <= {self._queue}
+        return [(job_id, score) for job_id, score, _ in claimed]
+
+
+def claims_of(client: redis.asyncio.Redis, queue: str, holder: str) -> QueueClaims:
+    return QueueClaims(client, queue, holder)
 
 
 async def test_a_worker_claims_as_many_jobs_as_it_has_free_slots_in_queue_order(
@@ -111,7 +125,7 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
         return message
 
     pool = QueueWaitingRedis(
-        queue_name=queue, fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        queues=[queue], fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
         default_queue_name=queue,
     )  # fmt: skip
     worker = ClaimingWorker(

@@ -23,7 +23,14 @@ def command_of(service: dict[str, Any]) -> str:
 
 
 def test_compose_runs_redis_redisinsight_api_and_worker(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "cache-redis", "redisinsight", "api", "worker"}
+    assert set(compose["services"]) == {
+        "redis",
+        "cache-redis",
+        "redisinsight",
+        "api",
+        "worker",
+        "worker-cpu",
+    }
 
 
 def test_redis_takes_its_password_from_env_and_keeps_an_append_only_file(
@@ -45,6 +52,7 @@ def test_api_and_worker_run_the_readme_commands_against_redis(compose: dict[str,
     for name, expected in (
         ("api", "uvicorn api.main:app --host 0.0.0.0 --port 8000"),
         ("worker", "python -m worker"),
+        ("worker-cpu", "python -m worker"),
     ):
         service = compose["services"][name]
         assert command_of(service) == expected
@@ -64,7 +72,7 @@ def test_the_queue_redis_never_evicts_and_the_cache_redis_does(compose: dict[str
     assert "--maxmemory-policy volatile-ttl" in cache
     assert re.search(r"--maxmemory \d+[kmg]b", cache)
     assert re.search(r"--requirepass \$\{REDIS_PASSWORD", cache)
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "worker-cpu"):
         service = compose["services"][name]
         assert service["environment"]["CACHE_REDIS_HOST"] == "cache-redis"
         assert service["depends_on"]["cache-redis"]["condition"] == "service_healthy"
@@ -72,9 +80,26 @@ def test_the_queue_redis_never_evicts_and_the_cache_redis_does(compose: dict[str
 
 def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
     """`--scale worker=N` fails on a fixed container name or a published host port."""
-    worker = compose["services"]["worker"]
-    assert "container_name" not in worker
-    assert "ports" not in worker
+    for name in ("worker", "worker-cpu"):
+        worker = compose["services"][name]
+        assert "container_name" not in worker
+        assert "ports" not in worker
+
+
+def test_the_cpu_queue_has_workers_of_its_own(compose: dict[str, Any]) -> None:
+    """Every queue of the built-in job types is served by exactly one worker service, so that
+    each scales on its own, and no job type's queue is left without a worker."""
+    from shared.builtin_jobs import primes
+    from shared.catalog import load_catalog
+
+    catalog = load_catalog(["shared.builtin_jobs"])
+    assert primes.queue == "cpu"
+    served = {
+        name: compose["services"][name]["environment"]["WORKER_QUEUES"]
+        for name in ("worker", "worker-cpu")
+    }
+    assert served == {"worker": "default", "worker-cpu": "cpu"}
+    assert sorted(served.values()) == sorted(catalog.queues)
 
 
 def test_env_example_documents_every_setting() -> None:
@@ -91,7 +116,8 @@ def test_env_example_documents_every_setting() -> None:
 def test_compose_requires_api_keys_and_gives_workers_their_grace(
     compose: dict[str, Any],
 ) -> None:
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "worker-cpu"):
         assert compose["services"][name]["environment"]["API_KEYS"].startswith("${API_KEYS:?")
-    grace = compose["services"]["worker"]["stop_grace_period"]
-    assert int(grace.removesuffix("s")) > 20, "compose would SIGKILL before WORKER_SHUTDOWN_GRACE"
+    for name in ("worker", "worker-cpu"):
+        grace = compose["services"][name]["stop_grace_period"]
+        assert int(grace.removesuffix("s")) > 20, f"{name} would be killed before its grace"

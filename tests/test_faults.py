@@ -289,6 +289,6 @@ def test_redis_restart_under_load_loses_no_accepted_job(tmp_path: Path) -> None:
         try:
             records = asyncio.run(wait_all(served.url, accepted, within=60))
         except AssertionError as error:
-            error.add_note(arq_view(server.client(), f"{namespace}:queue", accepted))
+            error.add_note(arq_view(server.client(), f"{namespace}:queue:default", accepted))
             raise
         assert [record["status"] for record in records] == ["succeeded"] * 300

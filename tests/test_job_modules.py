@@ -2,10 +2,6 @@
 whose `@job` functions the api serves and the workers run, in both modes; a bad module or
 declaration stops the process at startup with a message naming the module and the job."""
 
-import sys
-import textwrap
-import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -14,7 +10,7 @@ import pytest
 
 from shared.catalog import load_catalog
 from shared.errors import ConfigurationError
-from tests.conftest import client_for, finished_record, settings_for_test
+from tests.conftest import client_for, finished_record, settings_for_test, write_module
 from tests.deployments import Deployment, start_all, wait_finished
 from tests.processes import (
     api_command,
@@ -53,29 +49,6 @@ async def shout(parameters: Shout, context: JobContext) -> Shouted:
     letters = await context.run_in_process(count_letters, parameters.text)
     return Shouted(text=parameters.text.upper(), letters=letters, attempt=context.attempt)
 '''
-
-
-@pytest.fixture
-def job_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A directory on the import path, outside the repository; modules written there are
-    forgotten again afterwards."""
-    directory = tmp_path / "team"
-    directory.mkdir()
-    monkeypatch.syspath_prepend(str(directory))
-    before = set(sys.modules)
-    yield directory
-    for name in set(sys.modules) - before:
-        if getattr(sys.modules[name], "__file__", "") and str(directory) in str(
-            sys.modules[name].__file__
-        ):
-            del sys.modules[name]
-
-
-def write_module(directory: Path, text: str) -> str:
-    """Write a module of its own name (never one an earlier test imported); its name."""
-    name = f"team_jobs_{uuid.uuid4().hex[:8]}"
-    (directory / f"{name}.py").write_text(textwrap.dedent(text))
-    return name
 
 
 async def test_a_job_from_the_teams_own_module_runs_in_the_local_mode(

@@ -181,7 +181,7 @@ async def overview_client() -> AsyncIterator[tuple[RedisOverview, redis.asyncio.
     client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=QUEUE_DB)
     names = Keys(namespace)
     yield RedisOverview(client, names), client, namespace
-    keys = [names.workers, names.recent_jobs, names.queue]
+    keys = [names.workers, names.recent_jobs, names.queue("default"), names.queue("cpu")]
     await client.delete(*keys, *[key async for key in client.scan_iter(f"{namespace}:worker:*")])
     await client.aclose()
 
@@ -235,11 +235,17 @@ async def test_queue_depth_counts_due_jobs_and_deferred_retries_apart(
 ) -> None:
     overview, client, namespace = overview_client
     now_ms = utcnow().timestamp() * 1000
+    keys = Keys(namespace)
     await client.zadd(
-        f"{namespace}:queue", {"a": now_ms - 10, "b": now_ms - 5, "c": now_ms + 60_000}
+        keys.queue("default"), {"a": now_ms - 10, "b": now_ms - 5, "c": now_ms + 60_000}
     )
-    depth = await overview.queue_depth()
-    assert (depth.due, depth.deferred) == (2, 1)
+    await client.zadd(keys.queue("cpu"), {"d": now_ms - 10})
+    depths = await overview.queue_depths(["default", "cpu", "idle"])
+    assert {queue: (depth.due, depth.deferred) for queue, depth in depths.items()} == {
+        "default": (2, 1),
+        "cpu": (1, 0),
+        "idle": (0, 0),
+    }
 
 
 @pytest.fixture

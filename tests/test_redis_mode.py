@@ -146,7 +146,7 @@ def test_queued_job_is_json_not_pickle(deployment: Deployment) -> None:
         queue = stack.enter_context(
             redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=QUEUE_DB, decode_responses=False)
         )
-        assert queue.zscore(f"{deployment.name}:queue", job_id) is not None
+        assert queue.zscore(f"{deployment.name}:queue:default", job_id) is not None
         stored = queue.get(f"arq:job:{job_id}")
         assert stored is not None
         assert not stored.startswith(b"\x80"), f"the queued job is pickled: {stored[:40]!r}"

@@ -135,7 +135,7 @@ def test_the_cache_can_live_on_its_own_redis_apart_from_the_queue(
         assert cache.exists(f"{deployment.name}:job:{job_id}")
         assert list(cache.scan_iter(match=f"{deployment.name}:response:*"))
         with redis_client(QUEUE_DB) as queue:
-            assert queue.zscore(f"{deployment.name}:queue", job_id) is not None
+            assert queue.zscore(f"{deployment.name}:queue:default", job_id) is not None
         for db in (QUEUE_DB, CACHE_DB):
             with redis_client(db) as shared:
                 assert not list(shared.scan_iter(match=f"{deployment.name}:response:*"))

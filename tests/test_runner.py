@@ -15,7 +15,7 @@ import pytest
 from shared.builtin_jobs import EchoParameters, EchoResult
 from shared.builtin_jobs import echo as ECHO
 from shared.cache import memory_cache
-from shared.catalog import JobResult, JobType
+from shared.catalog import DEFAULT_QUEUE, JobResult, JobType
 from shared.errors import RetryableJobError
 from shared.events import MemoryJobEvents
 from shared.jobs import JobContext
@@ -100,7 +100,7 @@ async def queue(records: RecordStore) -> AsyncIterator[MemoryQueue]:
 
 
 def queued(record: JobRecord, message: str) -> QueuedJob:
-    return QueuedJob.of(record, {"message": message})
+    return QueuedJob.of(record, {"message": message}, DEFAULT_QUEUE)
 
 
 async def run_to_the_end(queue: MemoryQueue, records: RecordStore, job_type: JobType) -> JobRecord:
@@ -191,7 +191,9 @@ async def test_runner_holds_nothing_of_a_job_once_it_has_ended(records: RecordSt
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(records, pool)
         for number in range(3):
-            job = QueuedJob.of(JobRecord(id=new_job_id(), name="echo"), {"message": f"hi {number}"})
+            job = QueuedJob.of(
+                JobRecord(id=new_job_id(), name="echo"), {"message": f"hi {number}"}, DEFAULT_QUEUE
+            )
             outcome = await runner.run(ECHO, job, attempt=1)
             assert outcome == Finished()
         gc.collect()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
+from shared.catalog import DEFAULT_QUEUE
 from shared.events.redis import RedisJobEvents
 from shared.keys import new_job_id
 from shared.queue.redis import RedisQueue, open_arq_pool
@@ -85,7 +86,7 @@ async def test_a_malformed_cancel_is_ignored_and_the_next_cancel_stops_the_job(
             await queue.listen_for_cancels(stopped.append)
             await publisher.publish(keys.cancel_channel, b"\xff\xfe")  # not UTF-8: no job id
             # Its queue entry and arq job key never existed: the cancel creates no key.
-            await queue.cancel(job_id)
+            await queue.cancel(job_id, DEFAULT_QUEUE)
 
             async def stopped_the_job() -> bool:
                 return stopped == [job_id]

@@ -6,9 +6,13 @@ fails loudly at a worker's start, and in the tests, if the installed arq lacks a
 
 - `Worker._poll_iteration` reads the queue with `self.pool.zrangebyscore(queue_name, ...,
   max=now)` and hands the ids to `self.start_jobs(job_ids)`. QueueWaitingRedis overrides
-  that `zrangebyscore` to wait for a wake-up instead of polling; were arq to read the queue
-  another way, an idle worker would read it every `poll_delay` (1 ms): about 1,000 reads a
-  second per idle worker.
+  that `zrangebyscore` to read every queue the worker serves and to wait for a wake-up
+  instead of polling; were arq to read the queue another way, an idle worker would read one
+  queue only, every `poll_delay` (1 ms): about 1,000 reads a second per idle worker.
+- `Worker.queue_name`, an attribute arq's `__init__` sets and `run_job`, `finish_job` and
+  `finish_failed_job` read to take a job off its queue or put a retry back on it.
+  ClaimingWorker makes it a property whose value, inside each job's task, is that job's
+  queue (a context variable set as the task is created).
 - `Worker.start_jobs(job_ids)`, which ClaimingWorker replaces, with the Worker's `sem` (a
   semaphore of max_jobs + 1 slots), `job_counter`, `max_jobs`, `tasks` (job id to task),
   `allow_pick_jobs` (False once SIGTERM's grace began), `loop`, `pool`, `queue_name`, `ctx`,
@@ -32,13 +36,23 @@ fails loudly at a worker's start, and in the tests, if the installed arq lacks a
    job (or for WORKER_FALLBACK_POLL, so a lost wake-up only delays a job), then hands arq the
    jobs the wake-ups named, or reads again: idle workers cost Redis a couple of commands per
    fallback period, and a new job is picked up at once.
+4. The queues. arq's Worker serves one queue; this one serves every queue of WORKER_QUEUES
+   with one set of slots. Each read takes the due jobs of every queue in one round trip and
+   interleaves them (the first of each queue, then the second of each...), starting with the
+   next queue at each read, so the free slots go to every queue with work in turn and a busy
+   queue never starves another. A queue a read found empty is read again when a wake-up names
+   it, or at the next fallback read, so a quiet queue costs a busy worker nothing.
 """
 
 import asyncio
 import inspect
+import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 import redis.asyncio
@@ -77,8 +91,10 @@ def check_arq_internals(worker: Worker) -> None:
     second or claims jobs twice."""
     missing = [name for name in WORKER_ATTRIBUTES if not hasattr(worker, name)]
     for method, calls in (
+        ("__init__", ("self.queue_name = queue_name",)),
         ("_poll_iteration", ("self.pool.zrangebyscore(", "self.start_jobs(")),
-        ("finish_job", ("in_progress_key_prefix",)),
+        ("finish_job", ("in_progress_key_prefix", "self.queue_name")),
+        ("finish_failed_job", ("self.queue_name",)),
     ):
         source = _source_of(getattr(Worker, method, None))
         missing += [f"Worker.{method} calling {call}" for call in calls if call not in source]
@@ -102,53 +118,66 @@ def _source_of(function: object) -> str:
 CLAIM_SCRIPT = """
 local now, lease, holder, free = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local claimed = {}
-for index = 2, #KEYS do
-  if #claimed >= 2 * free then break end
-  local job_id = ARGV[index + 3]
-  local score = redis.call('ZSCORE', KEYS[1], job_id)
+for index = 1, #KEYS / 2 do
+  if #claimed >= 3 * free then break end
+  local queue, in_progress, job_id = KEYS[2 * index - 1], KEYS[2 * index], ARGV[index + 4]
+  local score = redis.call('ZSCORE', queue, job_id)
   if score and tonumber(score) <= now then
-    local held_by = redis.call('GET', KEYS[index])
+    local held_by = redis.call('GET', in_progress)
     if not held_by or held_by == holder then
-      redis.call('SET', KEYS[index], holder, 'PX', lease)
+      redis.call('SET', in_progress, holder, 'PX', lease)
       claimed[#claimed + 1] = job_id
       claimed[#claimed + 1] = score
+      claimed[#claimed + 1] = queue
     end
   end
 end
 return claimed
 """
-"""KEYS: the queue, then each job's in-progress key; ARGV: now (ms), the lease (ms), this
-worker's id, the free slots, then the job ids. Returns the claimed ids, each with its score."""
+"""KEYS: for each job, its queue and its in-progress key; ARGV: now (ms), the lease (ms),
+this worker's id, the free slots, then the job ids. Returns each claimed id with its score and
+its queue."""
 
 
 class JobClaims:
     """Claims queued jobs for one worker: `holder` is its id, `lease_seconds` its lease."""
 
-    def __init__(
-        self, client: redis.asyncio.Redis, queue_name: str, holder: str, lease_seconds: float
-    ) -> None:
+    def __init__(self, client: redis.asyncio.Redis, holder: str, lease_seconds: float) -> None:
         self._script = client.register_script(CLAIM_SCRIPT)
-        self._queue_name = queue_name
         self._holder = holder
         self._lease_ms = int(lease_seconds * 1000)
 
-    async def claim(self, job_ids: Sequence[str], free: int) -> list[tuple[str, int]]:
-        """The jobs among `job_ids` that are due and held by no other worker, at most `free`
-        of them in the queue's order, each with its queue score; they are now held here."""
-        if free <= 0 or not job_ids:
+    async def claim(
+        self, candidates: Sequence[tuple[str, str]], free: int
+    ) -> list[tuple[str, int, str]]:
+        """The jobs among `candidates` (each a job id and its queue's key) that are due and
+        held by no other worker, at most `free` of them in the order given, each with its
+        queue score and queue; they are now held here."""
+        if free <= 0 or not candidates:
             return []
         claimed = await self._script(
-            keys=[self._queue_name, *(in_progress_key(job_id) for job_id in job_ids)],
-            args=[timestamp_ms(), self._lease_ms, self._holder, free, *job_ids],
+            keys=[key for job_id, queue in candidates for key in (queue, in_progress_key(job_id))],
+            args=[
+                timestamp_ms(),
+                self._lease_ms,
+                self._holder,
+                free,
+                *(job_id for job_id, _ in candidates),
+            ],
         )
         return [
-            (job_id.decode(), int(float(score)))
-            for job_id, score in zip(claimed[::2], claimed[1::2], strict=True)
+            (job_id.decode(), int(float(score)), queue.decode())
+            for job_id, score, queue in zip(claimed[::3], claimed[1::3], claimed[2::3], strict=True)
         ]
 
 
+_job_queue: ContextVar[str | None] = ContextVar("job_queue", default=None)
+"""Inside a job's task: the key of the queue the job came from (ClaimingWorker.queue_name)."""
+
+
 class ClaimingWorker(Worker):
-    """arq's Worker, claiming with JobClaims; `check_arq_internals` runs as it is built."""
+    """arq's Worker, claiming with JobClaims from every queue its pool (QueueWaitingRedis)
+    reads; `check_arq_internals` runs as it is built."""
 
     def __init__(self, *, worker_id: str, lease_seconds: float, **options: Any) -> None:
         super().__init__(**options)
@@ -156,7 +185,17 @@ class ClaimingWorker(Worker):
         self.worker_id = worker_id
         # For the startup hook (worker/main.py), which sees only the context.
         self.ctx["worker_id"] = worker_id
-        self._claims = JobClaims(self.pool, self.queue_name, worker_id, lease_seconds)
+        self._claims = JobClaims(self.pool, worker_id, lease_seconds)
+
+    @property
+    def queue_name(self) -> str:
+        """Inside a job's task, the key of that job's queue (arq's `run_job` and `finish_job`
+        take the job off it, or put a retry back on it); elsewhere the first queue served."""
+        return _job_queue.get() or self._first_queue
+
+    @queue_name.setter
+    def queue_name(self, queue_name: str) -> None:
+        self._first_queue = queue_name
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim the due jobs among `job_ids` that no worker holds, as many as there are free
@@ -167,16 +206,24 @@ class ClaimingWorker(Worker):
             return
         # Not the jobs running here, which the claim would give this worker again; a job whose
         # attempt here has ended (a retry now due) may be claimed again.
+        queue_of = getattr(self.pool, "queue_of", None)
         candidates = [
-            job_id for job_id in map(bytes.decode, job_ids) if not self._running_here(job_id)
+            (job_id, queue_of(job_id) if queue_of else self._first_queue)
+            for job_id in map(bytes.decode, job_ids)
+            if not self._running_here(job_id)
         ]
-        for job_id, score in await self._claims.claim(
+        for job_id, score, queue in await self._claims.claim(
             candidates, free=self.max_jobs - self.job_counter
         ):
             # Never waits: arq's semaphore has a slot for every job below max_jobs.
             await self.sem.acquire()
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, score))
+            # The task starts with a copy of this context: its queue_name is the job's queue.
+            token = _job_queue.set(queue)
+            try:
+                task = self.loop.create_task(self.run_job(job_id, score))
+            finally:
+                _job_queue.reset(token)
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
 
@@ -227,51 +274,120 @@ class Leases:
 
 
 class QueueWaitingRedis(ArqRedis):
-    """A worker's arq pool: its read of the queue waits for a wake-up when it finds nothing new,
-    and its connections wait out a Redis restart (shared/outages.py) where arq would exit."""
+    """A worker's arq pool: its read of the queue reads every queue the worker serves and
+    waits for a wake-up when it finds nothing new, and its connections wait out a Redis
+    restart (shared/outages.py) where arq would exit.
 
-    def __init__(self, *, queue_name: str, fallback_poll: float, **options: Any) -> None:
+    `queues` are the keys of the queues served, the first being the one arq's Worker is
+    given; arq's reads of any other key pass through untouched."""
+
+    def __init__(self, *, queues: Sequence[str], fallback_poll: float, **options: Any) -> None:
         super().__init__(**options)
         ride_out_outages(self.connection_pool)
-        self._watched_queue = queue_name
+        if not queues:
+            raise ValueError("a worker must serve at least one queue")
+        self._queues = list(queues)
         self._fallback_poll = fallback_poll
         self._wakeup = asyncio.Event()
         self._announced: list[bytes] = []
-        """Ids of the jobs whose wake-ups came during the current read of the queue."""
+        """Ids of the jobs whose wake-ups came during the current read of the queues."""
+        self._queue_of: dict[str, str] = {}
+        """The queue of each job the last read found or a wake-up named."""
         self._reading = False
-        self._subscription: Subscription | None = None
+        self._turn = 0
+        """Which queue comes first in the next read."""
+        self._quiet: set[str] = set()
+        """Queues whose last read found nothing due and with no wake-up since."""
+        self._full_read_at = 0.0
+        self._subscriptions: list[Subscription] = []
         self._last_read: list[bytes] = []
 
-    async def listen_for_wakeups(self, channel: str) -> None:
-        self._subscription = Subscription(self, channel, self._woken)
-        await self._subscription.start()
+    def queue_of(self, job_id: str) -> str:
+        """The key of the queue on which the last read found the job (ClaimingWorker)."""
+        return self._queue_of.get(job_id, self._queues[0])
 
-    def _woken(self, job_id: bytes) -> None:
+    async def listen_for_wakeups(self, channels: dict[str, str]) -> None:
+        """Subscribe to the wake-up channel of each queue served (`channels`: queue key to its
+        channel)."""
+        for queue in self._queues:
+            subscription = Subscription(self, channels[queue], partial(self._woken, queue))
+            await subscription.start()
+            self._subscriptions.append(subscription)
+
+    def _woken(self, queue: str, job_id: bytes) -> None:
+        self._quiet.discard(queue)
         # Kept only while a read waits: a worker busy with max_jobs jobs reads nothing, and
         # the read it makes once a slot frees finds every job queued meanwhile.
         if job_id and self._reading:
             self._announced.append(job_id)
+            self._queue_of[job_id.decode()] = queue
         self._wakeup.set()
 
     async def stop_listening(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.close()
+        for subscription in self._subscriptions:
+            await subscription.close()
+
+    @property
+    def _listening(self) -> bool:
+        return bool(self._subscriptions) and all(s.active for s in self._subscriptions)
 
     async def zrangebyscore(self, name: Any, *args: Any, **kwargs: Any) -> Any:
-        if name != self._watched_queue or not (self._subscription and self._subscription.active):
+        if name != self._queues[0]:
             return await super().zrangebyscore(name, *args, **kwargs)
+        if not self._listening:
+            return await self._read_queues(*args, everything=True, **kwargs)
         # Cleared before reading: a wake-up that arrives after the read is not lost, and one
         # that came before is for a job this read finds (the api queues, then announces).
         self._wakeup.clear()
         self._announced.clear()
         self._reading = True
         try:
-            return await self._read_or_wait(name, *args, **kwargs)
+            return await self._read_or_wait(*args, **kwargs)
         finally:
             self._reading = False
 
-    async def _read_or_wait(self, name: Any, *args: Any, **kwargs: Any) -> Any:
-        job_ids = await super().zrangebyscore(name, *args, **kwargs)
+    async def _read_queues(
+        self, *args: Any, everything: bool = False, **kwargs: Any
+    ) -> list[bytes]:
+        """The due jobs of the queues served, interleaved: one of each queue in turn, starting
+        with the next queue each read, so that the first free slot goes to each in turn.
+
+        A queue whose last read found nothing due is read again once a wake-up names it, or at
+        the next read of every queue (`everything`, or WORKER_FALLBACK_POLL after the last):
+        a worker serving a busy queue and a quiet one does not read the quiet one each time."""
+        now = time.monotonic()
+        if everything or now - self._full_read_at >= self._fallback_poll:
+            self._full_read_at = now
+            self._quiet.clear()
+        read = [queue for queue in self._queues if queue not in self._quiet]
+        if not read:
+            found: list[list[bytes]] = []
+        elif len(read) == 1:
+            found = [await super().zrangebyscore(read[0], *args, **kwargs)]
+        else:
+            async with self.pipeline(transaction=False) as pipe:
+                for queue in read:
+                    pipe.zrangebyscore(queue, *args, **kwargs)
+                found = await pipe.execute()
+        self._queue_of = {}
+        for queue, job_ids in zip(read, found, strict=True):
+            if not job_ids:
+                self._quiet.add(queue)
+            for job_id in job_ids:
+                self._queue_of[job_id.decode()] = queue
+        if len(found) < 2:
+            return found[0] if found else []
+        first = self._turn % len(found)
+        self._turn += 1
+        return [
+            job_id
+            for turn in itertools.zip_longest(*found[first:], *found[:first])
+            for job_id in turn
+            if job_id is not None
+        ]
+
+    async def _read_or_wait(self, *args: Any, **kwargs: Any) -> list[bytes]:
+        job_ids = await self._read_queues(*args, **kwargs)
         if job_ids and job_ids != self._last_read:
             self._last_read = job_ids
             return job_ids
@@ -283,7 +399,7 @@ class QueueWaitingRedis(ArqRedis):
         except TimeoutError:
             pass
         if self._announced:
-            # The jobs the wake-ups named, without reading the queue again: the claim
+            # The jobs the wake-ups named, without reading the queues again: the claim
             # (ClaimingWorker) takes only those still queued and due. Jobs whose wake-ups
             # were lost are found by the read that starts the next call, which also finds
             # nothing new in these (running here or, when another worker won them, there).
@@ -291,7 +407,7 @@ class QueueWaitingRedis(ArqRedis):
             self._last_read = [*self._last_read, *announced]
             return announced
         # arq computed `max` (now) before the wait; a job queued since has a later score.
-        self._last_read = await super().zrangebyscore(
-            name, *args, **{**kwargs, "max": timestamp_ms()}
+        self._last_read = await self._read_queues(
+            *args, everything=True, **{**kwargs, "max": timestamp_ms()}
         )
         return self._last_read

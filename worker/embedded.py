@@ -15,6 +15,7 @@ from shared.overview.memory import MemoryOverview
 from shared.queue.memory import MemoryQueue
 from shared.settings import Settings
 from worker.runner import JobRunner, RetryLater, running_jobs
+from worker.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +76,18 @@ def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> I
             metrics,
             worker_id=f"embedded-{new_worker_id()}",
             concurrency=settings.worker_concurrency,
+            queues=catalog.queues,
         )
         overview.show_worker(activity.status)
         async with running_jobs(settings, backend, activity) as runner:
             worker = EmbeddedWorker(queue, runner, settings.worker_concurrency, catalog)
             worker.start()
+            scheduler = Scheduler(catalog, backend, activity.worker_id, metrics)
+            scheduler.start()
             try:
                 yield
             finally:
+                await scheduler.close()
                 await worker.close()
 
     return host

@@ -29,6 +29,7 @@ from shared.settings import Settings, load_settings
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
 from worker.monitoring import start_monitoring
 from worker.runner import REDELIVERIES, JobRunner, RetryLater, running_jobs
+from worker.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     resources = AsyncExitStack()
     ctx["resources"] = resources  # before anything opens: shutdown closes what did
     pool: QueueWaitingRedis = ctx["redis"]
-    await pool.listen_for_wakeups(settings.keys.wakeup_channel)
+    queues: list[str] = ctx["queues"]
+    keys = settings.keys
+    await pool.listen_for_wakeups({keys.queue(name): keys.wakeup_channel(name) for name in queues})
     resources.push_async_callback(pool.stop_listening)
     leases = Leases(pool, settings.worker_lease)
     leases.start()
@@ -117,14 +120,21 @@ async def startup(ctx: dict[str, Any]) -> None:
         open_backend(settings, Role.WORKER, queue_client=pool)
     )
     activity = WorkerActivity(
-        Metrics(catalog), worker_id=ctx["worker_id"], concurrency=settings.worker_concurrency
+        Metrics(catalog),
+        worker_id=ctx["worker_id"],
+        concurrency=settings.worker_concurrency,
+        queues=queues,
     )
     ctx["runner"] = await resources.enter_async_context(running_jobs(settings, backend, activity))
     monitoring = await start_monitoring(settings, backend.overview, activity)
     resources.push_async_callback(monitoring.close)
+    # Every worker runs the scheduler; its claims make each due time run once.
+    scheduler = Scheduler(catalog, backend, ctx["worker_id"], activity.metrics)
+    scheduler.start()
+    resources.push_async_callback(scheduler.close)
     logger.info(
-        "worker ready: queue %s, %d job types, %d at once",
-        settings.queue_name, len(catalog), settings.worker_concurrency,
+        "worker ready: queues %s, %d job types, %d at once",
+        ", ".join(queues), len(catalog), settings.worker_concurrency,
     )  # fmt: skip
 
 
@@ -134,19 +144,35 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     logger.info("worker stopped")
 
 
+def served_queues(settings: Settings, catalog: Catalog) -> list[str]:
+    """The queues this worker serves: those WORKER_QUEUES names, or every queue a job type is
+    on; a name no job type uses is a ConfigurationError (a typo would leave its jobs queued)."""
+    declared = catalog.queues
+    chosen = settings.served_queues or declared
+    unknown = [name for name in chosen if name not in declared]
+    if unknown:
+        raise ConfigurationError(
+            f"WORKER_QUEUES names {', '.join(unknown)}, on which no job type is; the job types "
+            f"of JOBCACHE_JOBS are on: {', '.join(declared)}"
+        )
+    return chosen
+
+
 def worker_options(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     """Everything the worker is built from, derived from the settings and the job types."""
+    queues = served_queues(settings, catalog)
+    queue_keys = [settings.keys.queue(name) for name in queues]
     return {
         "functions": [arq_function(job_type) for job_type in catalog.values()],
         "redis_pool": QueueWaitingRedis(
-            queue_name=settings.queue_name,
+            queues=queue_keys,
             fallback_poll=settings.worker_fallback_poll,
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
-            default_queue_name=settings.queue_name,
+            default_queue_name=queue_keys[0],
             **address_options(settings.queue_redis, settings),
         ),
-        "queue_name": settings.queue_name,
+        "queue_name": queue_keys[0],
         # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. It is
         # the pause after a read that found work, and how often the loop of a worker busy with
         # max_jobs jobs turns (without a Redis command) to look for a free slot.
@@ -160,7 +186,7 @@ def worker_options(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "log_results": False,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings, "catalog": catalog},
+        "ctx": {"settings": settings, "catalog": catalog, "queues": queues},
         "worker_id": new_worker_id(),
         "lease_seconds": settings.worker_lease,
     }
@@ -172,6 +198,7 @@ def settings_for_worker() -> tuple[Settings, Catalog]:
     try:
         settings = load_settings()
         catalog = load_catalog(settings.job_modules)
+        served_queues(settings, catalog)
         if settings.cache_backend != "redis":
             raise ConfigurationError(
                 f"CACHE_BACKEND={settings.cache_backend}: a worker needs CACHE_BACKEND=redis. "

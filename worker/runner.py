@@ -114,6 +114,7 @@ class JobRunner:
             attempts=attempt,
             created_at=job.created_at,
             owner=job.owner,
+            scheduled_for=job.scheduled_for,
         )
         if attempt > job_type.max_attempts + REDELIVERIES:
             # Every earlier delivery ended without an outcome: its worker died or stopped
@@ -158,7 +159,7 @@ class JobRunner:
         writer = AttemptRecords(self._records)
         self._writers[record.id] = writer
         writer.announce_running(record, ttl)
-        self._activity.started(record)
+        self._activity.started(record, job_type.queue)
         if logger.isEnabledFor(logging.INFO):  # the fields cost time on every job otherwise
             logger.info(
                 "job %s (%s) started, attempt %d", record.id, job_type.name, record.attempts,

@@ -165,6 +165,7 @@ function renderWorkers(state, now) {
         element("td", {}, element("code", {}, worker.id)),
         element("td", {}, `${worker.host} · ${worker.pid}`),
         element("td", {}, seconds(now - Date.parse(worker.started_at))),
+        element("td", {}, worker.queues.join(", ")),
         element("td", {}, ...running),
         element("td", { className: "number" }, String(worker.succeeded)),
         element("td", { className: "number" }, String(worker.failed)),
@@ -174,6 +175,25 @@ function renderWorkers(state, now) {
     }),
   );
   $("no-workers").hidden = state.workers.length > 0;
+}
+
+function renderQueues(state) {
+  const body = $("queues").tBodies[0];
+  body.replaceChildren(
+    ...state.queues.map((queue) => {
+      // A queue no live worker serves: its jobs wait until one with it in WORKER_QUEUES starts.
+      const unserved = queue.workers === 0;
+      return element(
+        "tr",
+        { dataset: { queue: queue.name }, className: unserved ? "alert" : "" },
+        element("td", {}, element("code", {}, queue.name)),
+        element("td", { className: "number" }, String(queue.waiting)),
+        element("td", { className: "number" }, String(queue.running)),
+        element("td", { className: "number" }, String(queue.deferred)),
+        element("td", { className: "number" }, unserved ? "no worker" : String(queue.workers)),
+      );
+    }),
+  );
 }
 
 function progressCell(job) {
@@ -226,6 +246,7 @@ function render(state) {
   pushPoint(view.throughput, rate ?? 0);
   pushPoint(view.waiting, state.queue.waiting);
   renderTiles(state, rate);
+  renderQueues(state);
   renderWorkers(state, now);
   renderJobs(state, now);
   drawChart($("throughput-chart"), view.throughput, "#2f6fde");

@@ -15,9 +15,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from api.auth import Caller
-from api.deps import CallerDep, OverviewDep, RecordsDep, SettingsDep
+from api.deps import CallerDep, CatalogDep, OverviewDep, RecordsDep, SettingsDep
 from shared.activity import WorkerStatus
-from shared.overview import waiting_jobs
+from shared.overview import running_jobs, serving, waiting_jobs
 from shared.records import JobRecord, Progress, RecordStore, utcnow
 
 router = APIRouter(tags=["operations"])
@@ -45,6 +45,14 @@ class QueueView(BaseModel):
     """Waiting for a retry's delay."""
 
 
+class QueueLine(QueueView):
+    """One queue: its jobs, and how many live workers serve it (0: its jobs wait until a
+    worker with it in WORKER_QUEUES starts)."""
+
+    name: str
+    workers: int
+
+
 class JobSummary(BaseModel):
     """A recent job as the dashboard lists it: its record without the result."""
 
@@ -65,6 +73,8 @@ class DashboardState(BaseModel):
     namespace: str
     generated_at: datetime
     queue: QueueView
+    """All queues together."""
+    queues: list[QueueLine]
     workers: list[WorkerStatus]
     recent: list[JobSummary]
 
@@ -90,7 +100,7 @@ def summary(record: JobRecord) -> JobSummary:
 async def recent_jobs(records: RecordStore, job_ids: list[str], caller: Caller) -> list[JobSummary]:
     """The caller's records among these jobs, in one read; expired ones are left out."""
     found = await records.get_many(job_ids)
-    return [summary(record) for record in found if record.owner == caller.owner]
+    return [summary(record) for record in found if caller.may_read(record)]
 
 
 def unnamed_unless_visible(worker: WorkerStatus, visible: set[str]) -> WorkerStatus:
@@ -116,14 +126,30 @@ async def dashboard_asset(name: str) -> FileResponse:
 
 @router.get("/dashboard/state", response_model=DashboardState)
 async def dashboard_state(
-    overview: OverviewDep, records: RecordsDep, settings: SettingsDep, caller: CallerDep
+    overview: OverviewDep,
+    records: RecordsDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    caller: CallerDep,
 ) -> DashboardState:
     """Everything the dashboard shows, in one answer: queue, live workers with the jobs each
     runs, and the last submitted jobs (newest first). With API keys, a key's own jobs only;
     the ids of others' running jobs are blank."""
-    depth, workers, job_ids = await asyncio.gather(
-        overview.queue_depth(), overview.workers(), overview.recent_job_ids(RECENT_SHOWN)
+    depths, workers, job_ids = await asyncio.gather(
+        overview.queue_depths(catalog.queues),
+        overview.workers(),
+        overview.recent_job_ids(RECENT_SHOWN),
     )
+    queues = [
+        QueueLine(
+            name=queue,
+            waiting=waiting_jobs(queue, depth, workers),
+            running=running_jobs(queue, workers),
+            deferred=depth.deferred,
+            workers=serving(queue, workers),
+        )
+        for queue, depth in depths.items()
+    ]
     recent = await recent_jobs(records, job_ids, caller)
     shown = workers
     if caller.owner is not None:
@@ -134,10 +160,11 @@ async def dashboard_state(
         namespace=settings.cache_namespace,
         generated_at=utcnow(),
         queue=QueueView(
-            waiting=waiting_jobs(depth, workers),
+            waiting=sum(line.waiting for line in queues),
             running=sum(len(worker.running) for worker in workers),
-            deferred=depth.deferred,
+            deferred=sum(line.deferred for line in queues),
         ),
+        queues=queues,
         workers=shown,
         recent=recent,
     )

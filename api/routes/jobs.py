@@ -21,12 +21,11 @@ from api.deps import (
 )
 from api.observability import note_submitted
 from api.services import Services
-from shared.catalog import Catalog, JobType
+from shared.catalog import DEFAULT_QUEUE, Catalog, JobType
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
 from shared.events import JobWatch
 from shared.keys import is_job_id, new_job_id
 from shared.logs import job_event
-from shared.queue import QueuedJob
 from shared.quotas import Limits
 from shared.records import (
     CANCELLED_MESSAGE,
@@ -36,6 +35,7 @@ from shared.records import (
     RecordStore,
     utcnow,
 )
+from shared.submission import submit_job
 
 logger = logging.getLogger(__name__)
 
@@ -55,29 +55,19 @@ async def submit(
     services: Services,
     caller: Caller,
 ) -> Response:
-    """Record the job as queued, then enqueue it; a failed enqueue leaves no record behind."""
+    """Admit the job under the caller's quotas, then record and enqueue it."""
     backend, settings = services.backend, services.settings
-    records = backend.records
-    record = JobRecord(
-        id=new_job_id(),
-        name=job_type.name,
-        max_attempts=job_type.max_attempts,
-        owner=caller.owner,
-    )
+    job_id = new_job_id()
     limits = Limits(settings.quota_jobs_in_flight, settings.quota_submissions_per_second)
     if caller.owner is not None and limits.any:
-        await backend.quotas.admit(caller.owner, record.id, limits)
-    await records.put(record, records.ttl_for(job_type.result_ttl), announce=False)
-    backend.events.remember(record)
-    try:
-        await backend.queue.enqueue(QueuedJob.of(record, parameters.model_dump(mode="json")))
-    except BaseException:
-        await records.delete(record.id)
-        raise
-    logger.info(
-        "job %s (%s) submitted", record.id, job_type.name,
-        extra=job_event("job.submitted", record.id, job_type.name),
-    )  # fmt: skip
+        await backend.quotas.admit(caller.owner, job_id, limits)
+    record = await submit_job(
+        backend,
+        job_type,
+        parameters.model_dump(mode="json"),
+        owner=caller.owner,
+        job_id=job_id,
+    )
     response = record_response(
         record, 202, {"Location": request.app.url_path_for("get_job", job_id=record.id)}
     )
@@ -141,9 +131,10 @@ def record_response(
 
 
 async def read_record(records: RecordStore, job_id: str, caller: Caller) -> JobRecord:
-    """The caller's job; someone else's is as unknown to it as an id that never existed."""
+    """The caller's job (or a scheduled run); someone else's is as unknown to it as an id that
+    never existed."""
     record = await records.get(job_id) if is_job_id(job_id) else None
-    if record is None or record.owner != caller.owner:
+    if record is None or not caller.may_read(record):
         raise JobNotFoundError(job_id)
     return record
 
@@ -180,7 +171,7 @@ async def get_job(
         # A job submitted through this process moments ago needs no read of the store: every
         # change of it since has reached this process.
         record = events.latest(job_id) or await read_record(records, job_id, caller)
-        if record.owner != caller.owner:
+        if not caller.may_read(record):
             record = await read_record(records, job_id, caller)
         while not record.status.finished:
             update = await updates.next(deadline - time.monotonic())
@@ -205,16 +196,18 @@ async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) ->
     backend = services.backend
     records = backend.records
     record = await read_record(records, job_id, caller)
+    if record.owner != caller.owner:  # a scheduled run: any key may read it, none cancel it
+        raise JobNotFoundError(job_id)
     if record.status.finished:
         raise JobAlreadyFinishedError(record.id, record.status.value)
-    await backend.queue.cancel(job_id)
+    job_type = services.catalog.get(record.name)
+    await backend.queue.cancel(job_id, job_type.queue if job_type else DEFAULT_QUEUE)
     if record.status is JobStatus.QUEUED:
         # A running job is counted by the worker that stops it.
         services.metrics.count_cancelled(record.name)
     record.status = JobStatus.CANCELLED
     record.error = CANCELLED_MESSAGE
     record.finished_at = utcnow()
-    job_type = services.catalog.get(record.name)
     await records.put(record, records.ttl_for(job_type.result_ttl if job_type else None))
     if record.owner is not None:
         await backend.quotas.release(record.owner, record.id)

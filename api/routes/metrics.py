@@ -8,7 +8,7 @@ import math
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from api.deps import MetricsDep, OverviewDep, SettingsDep
+from api.deps import CatalogDep, MetricsDep, OverviewDep, SettingsDep
 from shared.errors import BackendUnavailableError
 from shared.metrics import EXPOSITION_CONTENT_TYPE, Metrics
 from shared.overview import Overview, waiting_jobs
@@ -25,20 +25,26 @@ class ScrapeTargets(BaseModel):
     labels: dict[str, str]
 
 
-async def refresh_system_view(metrics: Metrics, overview: Overview) -> None:
+async def refresh_system_view(metrics: Metrics, overview: Overview, queues: list[str]) -> None:
     """Set the gauges of the whole system from Redis; NaN when Redis does not answer, so that
     a stale number is never shown as a current one."""
     try:
         async with asyncio.timeout(SYSTEM_VIEW_TIMEOUT_SECONDS):
-            depth, workers = await asyncio.gather(overview.queue_depth(), overview.workers())
+            depths, workers = await asyncio.gather(
+                overview.queue_depths(queues), overview.workers()
+            )
     except (BackendUnavailableError, TimeoutError):
         # TimeoutError: this read's own deadline.
         metrics.redis_errors.labels("metrics").inc()
-        metrics.show_system(queue_depth=math.nan, deferred=math.nan, workers_alive=math.nan)
+        metrics.show_system(
+            queues=dict.fromkeys(queues, (math.nan, math.nan)), workers_alive=math.nan
+        )
         return
     metrics.show_system(
-        queue_depth=waiting_jobs(depth, workers),
-        deferred=depth.deferred,
+        queues={
+            queue: (waiting_jobs(queue, depth, workers), depth.deferred)
+            for queue, depth in depths.items()
+        },
         workers_alive=len(workers),
     )
 
@@ -48,10 +54,10 @@ async def refresh_system_view(metrics: Metrics, overview: Overview) -> None:
     response_class=Response,
     responses={200: {"content": {EXPOSITION_CONTENT_TYPE: {}}}},
 )
-async def metrics(metrics: MetricsDep, overview: OverviewDep) -> Response:
+async def metrics(metrics: MetricsDep, overview: OverviewDep, catalog: CatalogDep) -> Response:
     """Prometheus' text format. Counters are this process's; sum them over the api and the
     workers (GET /metrics/targets lists the workers' endpoints)."""
-    await refresh_system_view(metrics, overview)
+    await refresh_system_view(metrics, overview, catalog.queues)
     return Response(metrics.exposition(), media_type=EXPOSITION_CONTENT_TYPE)
 
 

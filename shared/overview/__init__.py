@@ -1,5 +1,5 @@
 """The operator's view: the port and its memory and Redis backends."""
 
-from shared.overview.base import Overview, QueueDepth, waiting_jobs
+from shared.overview.base import Overview, QueueDepth, running_jobs, serving, waiting_jobs
 
-__all__ = ["Overview", "QueueDepth", "waiting_jobs"]
+__all__ = ["Overview", "QueueDepth", "running_jobs", "serving", "waiting_jobs"]

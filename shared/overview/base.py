@@ -6,6 +6,7 @@ ever lists keys: workers and recent jobs are kept in small bounded sets written 
 happen.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,7 +31,9 @@ class QueueDepth:
 
 
 class Overview(Protocol):
-    async def queue_depth(self) -> QueueDepth: ...
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
+        """The depth of each of these queues."""
+        ...
 
     async def workers(self) -> list[WorkerStatus]:
         """The workers whose heartbeat is fresh, oldest first."""
@@ -57,7 +60,15 @@ class Overview(Protocol):
         ...
 
 
-def waiting_jobs(depth: QueueDepth, workers: list[WorkerStatus]) -> int:
-    """Jobs due but not started: the queue holds running jobs too until they end."""
-    running = sum(len(worker.running) for worker in workers)
-    return max(0, depth.due - running)
+def running_jobs(queue: str, workers: list[WorkerStatus]) -> int:
+    return sum(job.queue == queue for worker in workers for job in worker.running)
+
+
+def waiting_jobs(queue: str, depth: QueueDepth, workers: list[WorkerStatus]) -> int:
+    """Jobs of the queue due but not started: a queue holds running jobs too until they end."""
+    return max(0, depth.due - running_jobs(queue, workers))
+
+
+def serving(queue: str, workers: list[WorkerStatus]) -> int:
+    """How many of the workers serve the queue."""
+    return sum(queue in worker.queues for worker in workers)

@@ -2,16 +2,17 @@
 worker (it needs no heartbeat), and the memory queue's backlog is the queue."""
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from shared.activity import WorkerStatus
-from shared.overview.base import RECENT_JOBS, QueueDepth
+from shared.overview.base import RECENT_JOBS, QueueDepth, running_jobs
 from shared.records.model import JobRecord
 
 
 class MemoryOverview:
-    def __init__(self, backlog: Callable[[], tuple[int, int]]) -> None:
-        """`backlog` gives the jobs waiting to start and those waiting for a retry's delay."""
+    def __init__(self, backlog: Callable[[str], tuple[int, int]]) -> None:
+        """`backlog` gives a queue's jobs waiting to start and those waiting for a retry's
+        delay."""
         self._backlog = backlog
         self._live: list[Callable[[], WorkerStatus]] = []
         self._recent: deque[str] = deque(maxlen=RECENT_JOBS)
@@ -20,10 +21,14 @@ class MemoryOverview:
         """A worker of this process, whose status is read afresh each time."""
         self._live.append(status)
 
-    async def queue_depth(self) -> QueueDepth:
-        waiting, deferred = self._backlog()
-        running = sum(len(worker.running) for worker in await self.workers())
-        return QueueDepth(due=waiting + running, deferred=deferred)
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
+        workers = await self.workers()
+        depths = {}
+        for queue in queues:
+            waiting, deferred = self._backlog(queue)
+            # As on Redis, where a queue holds its running jobs until they end.
+            depths[queue] = QueueDepth(waiting + running_jobs(queue, workers), deferred)
+        return depths
 
     async def workers(self) -> list[WorkerStatus]:
         return sorted((status() for status in self._live), key=lambda status: status.started_at)

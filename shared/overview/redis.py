@@ -12,6 +12,7 @@ shared/keys.py.
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 import redis.asyncio
 from arq.utils import timestamp_ms
@@ -32,22 +33,25 @@ class RedisOverview:
     def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
-        self._queue_name = keys.queue
         self._workers_key = keys.workers
         self._recent_key = keys.recent_jobs
         self._pending: dict[str, float] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
-    @calls_redis("read the queue's depth")
-    async def queue_depth(self) -> QueueDepth:
+    @calls_redis("read the queues' depths")
+    async def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
         # arq scores each queued job with the time (ms) it is due.
         now = timestamp_ms()
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.zcount(self._queue_name, "-inf", now)
-            pipe.zcount(self._queue_name, f"({now}", "+inf")
-            due, deferred = await pipe.execute()
-        return QueueDepth(due=int(due), deferred=int(deferred))
+            for queue in queues:
+                pipe.zcount(self._keys.queue(queue), "-inf", now)
+                pipe.zcount(self._keys.queue(queue), f"({now}", "+inf")
+            counts = await pipe.execute()
+        return {
+            queue: QueueDepth(due=int(due), deferred=int(deferred))
+            for queue, due, deferred in zip(queues, counts[::2], counts[1::2], strict=True)
+        }
 
     @calls_redis("read the live workers")
     async def workers(self) -> list[WorkerStatus]:

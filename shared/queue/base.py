@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.catalog import DEFAULT_QUEUE
 from shared.records.model import JobRecord
 
 
@@ -24,22 +25,31 @@ class QueuedJob(BaseModel):
     """The parameters as JSON data, validated against the job type when it was submitted."""
     created_at: datetime
     owner: str | None = None
-    """The submitting API key's digest (never the key), or None when the api is open."""
+    """The submitting API key's digest (never the key), or None when the api is open or the
+    job is a scheduled run."""
+    queue: str = DEFAULT_QUEUE
+    """The queue it waits on: its job type's."""
+    scheduled_for: datetime | None = None
+    """The due time, for a run of a scheduled job type (worker/scheduler.py)."""
 
     @classmethod
-    def of(cls, record: JobRecord, parameters: dict[str, Any]) -> "QueuedJob":
+    def of(cls, record: JobRecord, parameters: dict[str, Any], queue: str) -> "QueuedJob":
         return cls(
             id=record.id,
             name=record.name,
             parameters=parameters,
             created_at=record.created_at,
             owner=record.owner,
+            queue=queue,
+            scheduled_for=record.scheduled_for,
         )
 
     def __repr__(self) -> str:
         # arq formats each job's arguments for its log, whether it logs them or not: this is
         # cheap, and no payload ever reaches the logs.
-        return f"QueuedJob({self.name} {self.id}, {len(self.parameters)} parameters)"
+        return (
+            f"QueuedJob({self.name} {self.id} on {self.queue}, {len(self.parameters)} parameters)"
+        )
 
 
 class JobQueue(Protocol):
@@ -47,8 +57,8 @@ class JobQueue(Protocol):
         """Hand the job to whoever runs it; return once it is safely queued."""
         ...
 
-    async def cancel(self, job_id: str) -> None:
-        """Take the job off the queue, or stop it where it runs."""
+    async def cancel(self, job_id: str, queue: str) -> None:
+        """Take the job off its queue, or stop it where it runs."""
         ...
 
     async def listen_for_cancels(self, stop: Callable[[str], object]) -> None:

@@ -3,6 +3,7 @@ so they are lost when the process stops; that is the trade the embedded default 
 needing no Redis."""
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,23 +19,38 @@ class Delivery:
 
 
 class MemoryQueue:
-    """Jobs due now in arrival order, and retries waiting for their delay."""
+    """Jobs due now in arrival order, whatever their queue (one embedded worker serves every
+    queue), and retries waiting for their delay."""
 
     def __init__(self) -> None:
         self._due: asyncio.Queue[Delivery] = asyncio.Queue()
         self._deferred: set[asyncio.TimerHandle] = set()
-        self._waiting: set[str] = set()
+        self._waiting: dict[str, str] = {}
+        """The queue of each job waiting to start."""
         self._cancelled: set[str] = set()
+        self._deferred_ids: set[str] = set()
         self._stop_running: list[Callable[[str], object]] = []
+        self._due_by_queue: Counter[str] = Counter()
+        self._deferred_by_queue: Counter[str] = Counter()
 
     async def enqueue(self, job: QueuedJob) -> None:
-        self._waiting.add(job.id)
-        self._due.put_nowait(Delivery(job))
+        self._waiting[job.id] = job.queue
+        self._put(Delivery(job))
 
-    async def cancel(self, job_id: str) -> None:
-        if job_id in self._waiting:
-            self._waiting.discard(job_id)
+    def _put(self, delivery: Delivery) -> None:
+        self._due_by_queue[delivery.job.queue] += 1
+        self._due.put_nowait(delivery)
+
+    async def cancel(self, job_id: str, queue: str) -> None:
+        waiting_on = self._waiting.pop(job_id, None)
+        if waiting_on is not None:
+            # Dropped where it waits, when its turn (or its retry's delay) comes.
             self._cancelled.add(job_id)
+            if job_id in self._deferred_ids:
+                self._deferred_ids.discard(job_id)
+                self._deferred_by_queue[waiting_on] -= 1
+            else:
+                self._due_by_queue[waiting_on] -= 1
             return
         for stop in self._stop_running:
             stop(job_id)
@@ -49,23 +65,32 @@ class MemoryQueue:
             if delivery.job.id in self._cancelled:
                 self._cancelled.discard(delivery.job.id)
                 continue
-            self._waiting.discard(delivery.job.id)
+            self._waiting.pop(delivery.job.id, None)
+            self._due_by_queue[delivery.job.queue] -= 1
             return delivery
 
     def defer(self, delivery: Delivery, delay: float) -> None:
         """Deliver again after `delay` seconds (a retry)."""
-        self._waiting.add(delivery.job.id)
+        job_id, queue = delivery.job.id, delivery.job.queue
+        self._waiting[job_id] = queue
+        self._deferred_ids.add(job_id)
+        self._deferred_by_queue[queue] += 1
 
         def due() -> None:
             self._deferred.discard(timer)
-            self._due.put_nowait(delivery)
+            if job_id in self._cancelled:
+                self._cancelled.discard(job_id)
+                return
+            self._deferred_ids.discard(job_id)
+            self._deferred_by_queue[queue] -= 1
+            self._put(delivery)
 
         timer = asyncio.get_running_loop().call_later(delay, due)
         self._deferred.add(timer)
 
-    def backlog(self) -> tuple[int, int]:
-        """Jobs waiting to start, and jobs waiting for a retry's delay."""
-        return self._due.qsize(), len(self._deferred)
+    def backlog(self, queue: str) -> tuple[int, int]:
+        """Jobs of the queue waiting to start, and those waiting for a retry's delay."""
+        return self._due_by_queue[queue], self._deferred_by_queue[queue]
 
     async def close(self) -> None:
         self._stop_running.clear()

@@ -9,6 +9,7 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
+from shared.catalog import DEFAULT_QUEUE
 from shared.connections import REDIS_FAILURES, arq_redis_settings, calls_redis, explain_redis_error
 from shared.keys import Keys, arq_job_key
 from shared.queue.base import QueuedJob
@@ -38,7 +39,7 @@ async def open_arq_pool(settings: Settings) -> ArqRedis:
             arq_redis_settings(settings),
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
-            default_queue_name=settings.queue_name,
+            default_queue_name=settings.keys.queue(DEFAULT_QUEUE),
         )
     except REDIS_FAILURES as error:
         raise explain_redis_error(error, settings) from None
@@ -73,15 +74,15 @@ class RedisQueue:
         # its queue entry, and a failure on the way raises here and the api answers 503.
         async with self._pool.pipeline(transaction=False) as pipe:
             pipe.psetex(arq_job_key(job.id), self._pool.expires_extra_ms, envelope)
-            pipe.zadd(self._keys.queue, {job.id: enqueue_time_ms})
-            pipe.publish(self._keys.wakeup_channel, job.id)
+            pipe.zadd(self._keys.queue(job.queue), {job.id: enqueue_time_ms})
+            pipe.publish(self._keys.wakeup_channel(job.queue), job.id)
             await pipe.execute()
 
     @calls_redis("cancel a job")
-    async def cancel(self, job_id: str) -> None:
-        """Off the queue if it waits there; the worker that runs it, if any, stops it."""
+    async def cancel(self, job_id: str, queue: str) -> None:
+        """Off its queue if it waits there; the worker that runs it, if any, stops it."""
         async with self._pool.pipeline(transaction=True) as pipe:
-            pipe.zrem(self._keys.queue, job_id)
+            pipe.zrem(self._keys.queue(queue), job_id)
             pipe.delete(arq_job_key(job_id))
             pipe.publish(self._keys.cancel_channel, job_id)
             await pipe.execute()

@@ -52,6 +52,8 @@ class JobView(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    """The due time this run was for, when a schedule submitted it (`@job(schedule=...)`)."""
 
 
 class JobRecord(JobView):
