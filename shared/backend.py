@@ -23,6 +23,7 @@ from shared.errors import BackendUnavailableError, ConfigurationError
 from shared.events.base import JobEvents
 from shared.events.memory import MemoryJobEvents
 from shared.events.redis import RedisJobEvents
+from shared.failover import FailoverWatch
 from shared.keys import ResponseKeys
 from shared.outages import ride_out_outages
 from shared.overview.base import Overview
@@ -36,6 +37,7 @@ from shared.quotas.memory import MemoryQuotaLedger
 from shared.quotas.redis import RedisQuotaLedger
 from shared.records.redis import RedisRecordStore
 from shared.records.store import RecordStore
+from shared.replication import ReplicaAcks
 from shared.responses.base import ResponseStore
 from shared.responses.memory import MemoryResponseStore
 from shared.responses.redis import RedisResponseStore
@@ -153,17 +155,29 @@ async def _open_redis(
     # One client of the cache's Redis for job events, quotas and cached responses.
     cache_client = cache_redis_client(settings)
     stack.push_async_callback(cache_client.aclose)
+    if settings.sentinels:
+        watch = FailoverWatch(
+            settings,
+            [
+                queue_client.connection_pool,
+                cache.client.connection_pool,
+                cache_client.connection_pool,
+            ],
+        )
+        await watch.start()
+        stack.push_async_callback(watch.close)
     if role is Role.WORKER:
         # A worker waits out a Redis restart: every write of a record is retried until it lands.
         ride_out_outages(cache.client.connection_pool)
         ride_out_outages(cache_client.connection_pool)
     events = RedisJobEvents(cache_client, keys.job_events_channel)
-    records = RedisRecordStore(cache, settings.cache_ttl, events)
+    replica_acks = ReplicaAcks.of(settings)
+    records = RedisRecordStore(cache, settings.cache_ttl, events, replica_acks)
     if role is Role.API:
         await _answered(settings, records.ping(), cache=True)
         await _answered(settings, events.start_listening(), cache=True)
         stack.push_async_callback(events.close)
-    queue = RedisQueue(queue_client, keys)
+    queue = RedisQueue(queue_client, keys, replica_acks)
     stack.push_async_callback(queue.close)
     overview = RedisOverview(queue_client, keys)
     stack.push_async_callback(overview.close)

@@ -1,5 +1,6 @@
-"""Connecting to Redis: client options, arq's connection settings, a startup check with a clear
-message, and the boundary where a Redis failure becomes the one domain error."""
+"""Connecting to Redis: client options (a server's address, or its master found through
+Sentinel), a startup check with a clear message, and the boundary where a Redis failure becomes
+the one domain error."""
 
 import functools
 from collections.abc import Callable, Coroutine
@@ -7,7 +8,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
-from arq.connections import RedisSettings
+import redis.asyncio.sentinel
+import redis.sentinel
 
 from shared.errors import BackendUnavailableError, StartupError
 from shared.settings import RedisAddress, Settings
@@ -42,22 +44,6 @@ def calls_redis(what: str) -> Callable[[Method[P, T]], Method[P, T]]:
     return decorate
 
 
-def arq_redis_settings(settings: Settings) -> RedisSettings:
-    """arq's view of the queue's Redis; no retries, since a failed startup must fail fast."""
-    options = address_options(settings.queue_redis, settings)
-    return RedisSettings(
-        host=options["host"],
-        port=options["port"],
-        database=options["db"],
-        username=options["username"],
-        password=options["password"],
-        ssl=options.get("ssl", False),
-        ssl_ca_certs=options.get("ssl_ca_certs"),
-        conn_timeout=max(1, round(settings.redis_connect_timeout)),
-        conn_retries=0,
-    )
-
-
 def explain_redis_error(
     error: BaseException, settings: Settings, *, cache: bool = False
 ) -> StartupError:
@@ -66,9 +52,14 @@ def explain_redis_error(
     if isinstance(error, BackendUnavailableError) and error.__cause__ is not None:
         error = error.__cause__
     server = settings.cache_redis if cache else settings.queue_redis
-    where = f"Redis at {server.host}:{server.port}"
+    where = str(server)
     own_address = cache and (settings.cache_redis_host or settings.cache_redis_port)
     address = "CACHE_REDIS_HOST/CACHE_REDIS_PORT" if own_address else "REDIS_HOST/REDIS_PORT"
+    if server.sentinel_master is not None:
+        address = "REDIS_SENTINELS and the master's name (" + (
+            "CACHE_REDIS_SENTINEL_MASTER)" if cache and settings.cache_redis_sentinel_master
+            else "REDIS_SENTINEL_MASTER)"
+        )  # fmt: skip
     own_password = cache and settings.cache_redis_password
     password = "CACHE_REDIS_PASSWORD" if own_password else "REDIS_PASSWORD"
     if isinstance(error, redis.AuthenticationError) or "AUTH" in str(error).upper():
@@ -102,10 +93,58 @@ def address_options(address: RedisAddress, settings: Settings) -> dict[str, Any]
     return options
 
 
+def sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Client options for the Sentinels themselves."""
+    password = settings.redis_sentinel_password
+    return {
+        "password": password.get_secret_value() if password else None,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "socket_timeout": settings.redis_connect_timeout,
+    }
+
+
+def client_options(address: RedisAddress, settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of an asyncio client (redis.asyncio.Redis, or arq's subclass) of one
+    Redis database: its address, or, with Sentinel, a connection pool that asks the Sentinels
+    for the master as it connects and so follows a failover (a connection to a master that
+    became a replica fails its next write and connects again)."""
+    options = address_options(address, settings)
+    if address.sentinel_master is None:
+        return options
+    return {"connection_pool": sentinel_pool(address, settings, **options)}
+
+
+def sentinel_pool(
+    address: RedisAddress, settings: Settings, **options: Any
+) -> redis.asyncio.ConnectionPool:
+    """A pool of connections to the master the Sentinels name for `address`, asked at each
+    connect; `options` are the connections' (an address among them is ignored)."""
+    assert address.sentinel_master is not None
+    options.pop("host", None)
+    options.pop("port", None)
+    sentinels = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(address.sentinels), sentinel_kwargs=sentinel_options(settings)
+    )
+    pool: redis.asyncio.ConnectionPool = redis.asyncio.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        address.sentinel_master, sentinels, **options
+    )
+    return pool
+
+
 def check_redis(settings: Settings) -> None:
     """Ping the queue and cache databases or raise a StartupError (for sync entry points)."""
     for address, cache in ((settings.queue_redis, False), (settings.cache_redis, True)):
-        client = redis.Redis(**address_options(address, settings))
+        options = address_options(address, settings)
+        if address.sentinel_master is None:
+            client = redis.Redis(**options)
+        else:
+            del options["host"], options["port"]
+            sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+                list(address.sentinels), sentinel_kwargs=sentinel_options(settings)
+            )
+            client = sentinels.master_for(  # type: ignore[no-untyped-call]
+                address.sentinel_master, **options
+            )
         try:
             client.ping()
         except redis.RedisError as error:
@@ -114,7 +153,6 @@ def check_redis(settings: Settings) -> None:
             client.close()
 
 
-def cache_redis_client(settings: Settings, **extra: Any) -> redis.asyncio.Redis:
-    """An asyncio client of the cache's Redis (no I/O until first used); `extra` options
-    replace the defaults."""
-    return redis.asyncio.Redis(**{**address_options(settings.cache_redis, settings), **extra})
+def cache_redis_client(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio client of the cache's Redis (no I/O until first used)."""
+    return redis.asyncio.Redis(**client_options(settings.cache_redis, settings))

@@ -19,6 +19,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.backoff import ExponentialBackoff
 
 
@@ -41,6 +42,15 @@ class OutageRetryingSSLConnection(_RetriedConnect, redis.asyncio.SSLConnection):
     """The same over TLS."""
 
 
+class OutageRetryingSentinelConnection(_RetriedConnect, SentinelManagedConnection):
+    """A connection to the master the Sentinels name, asked again at each connect: it waits
+    out a failover as it waits out a restart."""
+
+
+class OutageRetryingSentinelSSLConnection(_RetriedConnect, SentinelManagedSSLConnection):
+    """The same over TLS."""
+
+
 # A peer that vanished without closing the connection (a lost host, a partition) is noticed
 # after about 25 s of silence (10 s, then three probes 5 s apart), not the system's default
 # of over two hours.
@@ -53,6 +63,8 @@ KEEPALIVE_OPTIONS = {
 _RETRYING_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
     redis.asyncio.Connection: OutageRetryingConnection,
     redis.asyncio.SSLConnection: OutageRetryingSSLConnection,
+    SentinelManagedConnection: OutageRetryingSentinelConnection,
+    SentinelManagedSSLConnection: OutageRetryingSentinelSSLConnection,
 }
 
 
@@ -70,7 +82,8 @@ def ride_out_outages(pool: redis.asyncio.ConnectionPool) -> None:
         pool.connection_class = _RETRYING_CLASSES[pool.connection_class]
     except KeyError:
         raise TypeError(
-            f"a worker's Redis connections are TCP or TLS, not {pool.connection_class.__name__}"
+            "a worker's Redis connections are TCP or TLS, direct or through Sentinel, not "
+            f"{pool.connection_class.__name__}"
         ) from None
     pool.connection_kwargs.update(
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=-1),

@@ -1,11 +1,12 @@
 """The one settings object, read from the environment and `.env` when a process starts."""
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -16,12 +17,23 @@ CacheBackend = Literal["local", "redis"]
 
 @dataclass(frozen=True)
 class RedisAddress:
-    """One Redis server and database: the queue's or the cache's."""
+    """One Redis server and database: the queue's or the cache's. With Sentinel, `sentinels`
+    and `sentinel_master` say where to find the server, and `host` and `port` are unused."""
 
     host: str
     port: int
     password: SecretStr | None
     db: int
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+
+    def __str__(self) -> str:
+        if self.sentinel_master is not None:
+            return f"Redis master {self.sentinel_master!r} (through Sentinel)"
+        return f"Redis at {self.host}:{self.port}"
+
+
+SENTINEL_ADDRESS = re.compile(r"^\s*([^\s:,]+):(\d{1,5})\s*$")
 
 
 class Settings(BaseSettings):
@@ -56,6 +68,32 @@ class Settings(BaseSettings):
     )
     cache_redis_password: SecretStr | None = Field(
         default=None, description="Password of the cache's Redis; default REDIS_PASSWORD."
+    )
+    redis_sentinels: str = Field(
+        default="",
+        description="Comma-separated host:port of the Redis Sentinels; when set, every Redis "
+        "client finds the master through them and follows a failover.",
+    )
+    redis_sentinel_master: str | None = Field(
+        default=None, description="The name the Sentinels know the master by (of the queue)."
+    )
+    cache_redis_sentinel_master: str | None = Field(
+        default=None,
+        description="The Sentinels' name of the cache's master, if not the queue's.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves, if they ask for one."
+    )
+    redis_min_replicas_ack: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas that must have each accepted job and each outcome (Redis WAIT) "
+        "before the api answers 202 and before a worker marks a job finished; 0: off.",
+    )
+    redis_replica_ack_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds one wait for the replicas' acknowledgement may take.",
     )
     redis_connect_timeout: float = Field(
         default=3.0, gt=0, description="Seconds to wait for Redis before giving up."
@@ -188,27 +226,68 @@ class Settings(BaseSettings):
         names = [name.strip() for name in self.worker_queues.split(",") if name.strip()]
         return list(dict.fromkeys(names))
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str) -> str:
+        for entry in filter(str.strip, value.split(",")):
+            match = SENTINEL_ADDRESS.fullmatch(entry)
+            if match is None or not 1 <= int(match[2]) <= 65535:
+                raise ValueError(f"{entry.strip()!r} is not host:port (give host:port,host:port)")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_settings_agree(self) -> "Settings":
+        if self.sentinels and not self.redis_sentinel_master:
+            raise ValueError(
+                "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: name the master the "
+                "Sentinels monitor"
+            )
+        if not self.sentinels and (self.redis_sentinel_master or self.cache_redis_sentinel_master):
+            raise ValueError(
+                "REDIS_SENTINEL_MASTER or CACHE_REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS "
+                "is not: give the Sentinels' host:port"
+            )
+        return self
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        """The Sentinels REDIS_SENTINELS names; empty without Sentinel."""
+        found = (SENTINEL_ADDRESS.fullmatch(entry) for entry in self.redis_sentinels.split(","))
+        return tuple((match[1], int(match[2])) for match in found if match is not None)
+
     @property
     def queue_redis(self) -> RedisAddress:
         """The Redis of the arq queue; it must never evict keys."""
         return RedisAddress(
-            self.redis_host, self.redis_port, self.redis_password, self.redis_queue_db
+            self.redis_host,
+            self.redis_port,
+            self.redis_password,
+            self.redis_queue_db,
+            self.sentinels,
+            self.redis_sentinel_master if self.sentinels else None,
         )
 
     @property
     def cache_redis(self) -> RedisAddress:
-        """The Redis of the cache: the queue's server unless CACHE_REDIS_* name another."""
+        """The Redis of the cache: the queue's server unless CACHE_REDIS_* (or, with Sentinel,
+        CACHE_REDIS_SENTINEL_MASTER) name another."""
         return RedisAddress(
             self.cache_redis_host or self.redis_host,
             self.cache_redis_port or self.redis_port,
             self.cache_redis_password or self.redis_password,
             self.redis_cache_db,
+            self.sentinels,
+            (self.cache_redis_sentinel_master or self.redis_sentinel_master)
+            if self.sentinels
+            else None,
         )
 
 
 def describe_problem(issue: Mapping[str, Any]) -> str:
     """One validation problem, named by its environment variable; a secret's value is not shown."""
     variable = "_".join(str(part) for part in issue["loc"]).upper()
+    if not variable:  # a check of several settings, whose message names them
+        return str(issue["msg"]).removeprefix("Value error, ")
     shown = "" if "PASSWORD" in variable else f" (got {issue['input']!r})"
     return f"{variable}: {issue['msg']}{shown}"
 

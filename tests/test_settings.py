@@ -69,3 +69,54 @@ async def test_the_app_refuses_to_start_with_a_bad_setting(
     with pytest.raises(ConfigurationError, match="CACHE_BACKEND"):
         async with LifespanManager(create_app()):
             pass
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        (
+            {"REDIS_SENTINELS": "nohost", "REDIS_SENTINEL_MASTER": "m"},
+            ["REDIS_SENTINELS", "nohost"],
+        ),
+        (
+            {"REDIS_SENTINELS": "a:1,b:99999", "REDIS_SENTINEL_MASTER": "m"},
+            ["REDIS_SENTINELS", "b:99999"],
+        ),
+        ({"REDIS_SENTINELS": "a:26379"}, ["REDIS_SENTINEL_MASTER"]),
+        ({"REDIS_SENTINEL_MASTER": "m"}, ["REDIS_SENTINELS"]),
+        ({"REDIS_MIN_REPLICAS_ACK": "-1"}, ["REDIS_MIN_REPLICAS_ACK"]),
+        ({"WORKER_QUEUES": "default,CPU!"}, ["WORKER_QUEUES"]),
+    ],
+)
+def test_sentinel_and_queue_settings_that_cannot_work_are_errors_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: list[str]
+) -> None:
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    for part in named:
+        assert part in str(raised.value), str(raised.value)
+
+
+def test_with_sentinels_both_stores_find_their_master_through_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "s1:26379, s2:26380,s3:26381")
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "jobs")
+    monkeypatch.setenv("CACHE_REDIS_SENTINEL_MASTER", "cache")
+    settings = load_settings()
+    sentinels = (("s1", 26379), ("s2", 26380), ("s3", 26381))
+    assert (settings.queue_redis.sentinels, settings.queue_redis.sentinel_master) == (
+        sentinels,
+        "jobs",
+    )
+    assert settings.cache_redis.sentinel_master == "cache"
+    assert str(settings.queue_redis) == "Redis master 'jobs' (through Sentinel)"
+
+
+def test_worker_queues_are_read_in_order_each_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_QUEUES", " cpu, default ,cpu")
+    assert load_settings().served_queues == ["cpu", "default"]
+    monkeypatch.setenv("WORKER_QUEUES", "")
+    assert load_settings().served_queues == []

@@ -18,7 +18,7 @@ from arq.worker import Function, func
 from shared.activity import WorkerActivity, new_worker_id
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, JobType, load_catalog
-from shared.connections import address_options, check_redis
+from shared.connections import check_redis, client_options
 from shared.errors import ConfigurationError, StartupError
 from shared.logs import log_config
 from shared.metrics import Metrics
@@ -170,7 +170,7 @@ def worker_options(settings: Settings, catalog: Catalog) -> dict[str, Any]:
             job_serializer=job_serializer,
             job_deserializer=job_deserializer,
             default_queue_name=queue_keys[0],
-            **address_options(settings.queue_redis, settings),
+            **client_options(settings.queue_redis, settings),
         ),
         "queue_name": queue_keys[0],
         # Not a poll of Redis: with the queue empty, the pool's read waits for a wake-up. It is

@@ -5,14 +5,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
 from shared.catalog import DEFAULT_QUEUE
-from shared.connections import REDIS_FAILURES, arq_redis_settings, calls_redis, explain_redis_error
+from shared.connections import REDIS_FAILURES, calls_redis, client_options, explain_redis_error
 from shared.keys import Keys, arq_job_key
 from shared.queue.base import QueuedJob
+from shared.replication import ReplicaAcks, ReplicasBehindError
 from shared.settings import Settings
 from shared.subscriptions import Subscription
 
@@ -33,16 +34,19 @@ def job_deserializer(data: bytes) -> dict[str, Any]:
 
 
 async def open_arq_pool(settings: Settings) -> ArqRedis:
-    """The arq pool of the queue's Redis; arq pings it once before returning it."""
+    """The api's arq pool of the queue's Redis (through Sentinel, if set), pinged once."""
+    pool = ArqRedis(
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        default_queue_name=settings.keys.queue(DEFAULT_QUEUE),
+        **client_options(settings.queue_redis, settings),
+    )
     try:
-        return await create_pool(
-            arq_redis_settings(settings),
-            job_serializer=job_serializer,
-            job_deserializer=job_deserializer,
-            default_queue_name=settings.keys.queue(DEFAULT_QUEUE),
-        )
+        await pool.ping()
     except REDIS_FAILURES as error:
+        await pool.aclose()
         raise explain_redis_error(error, settings) from None
+    return pool
 
 
 class RedisQueue:
@@ -54,9 +58,10 @@ class RedisQueue:
     arq's WATCH on the job key is left out because our ids are random and never reused.
     """
 
-    def __init__(self, pool: ArqRedis, keys: Keys) -> None:
+    def __init__(self, pool: ArqRedis, keys: Keys, replica_acks: ReplicaAcks | None = None) -> None:
         self._pool = pool
         self._keys = keys
+        self._replica_acks = replica_acks
         self._cancels: Subscription | None = None
 
     @calls_redis("queue a job")
@@ -72,10 +77,30 @@ class RedisQueue:
         )
         # Not a MULTI: Redis runs a pipeline's commands in order, so the job exists before
         # its queue entry, and a failure on the way raises here and the api answers 503.
+        acks = self._replica_acks
         async with self._pool.pipeline(transaction=False) as pipe:
             pipe.psetex(arq_job_key(job.id), self._pool.expires_extra_ms, envelope)
             pipe.zadd(self._keys.queue(job.queue), {job.id: enqueue_time_ms})
-            pipe.publish(self._keys.wakeup_channel(job.queue), job.id)
+            if acks is None:
+                pipe.publish(self._keys.wakeup_channel(job.queue), job.id)
+            else:
+                acks.wait_in(pipe)
+            replies = await pipe.execute()
+        if acks is not None:
+            try:
+                acks.check(replies[-1], f"job {job.id}")
+            except ReplicasBehindError:
+                # Not accepted: taken off the queue again, so that it does not run after the
+                # client was told it failed (it may still, if the master dies meanwhile).
+                await self._take_back(job)
+                raise
+            # Only a job the replicas have wakes a worker (one round trip more).
+            await self._pool.publish(self._keys.wakeup_channel(job.queue), job.id)
+
+    async def _take_back(self, job: QueuedJob) -> None:
+        async with self._pool.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._keys.queue(job.queue), job.id)
+            pipe.delete(arq_job_key(job.id))
             await pipe.execute()
 
     @calls_redis("cancel a job")

@@ -8,8 +8,15 @@ from aiocache import RedisCache
 from shared.connections import calls_redis
 from shared.events.redis import RedisJobEvents
 from shared.keys import job_record_key
-from shared.records.model import JobRecord
+from shared.records.model import JobRecord, JobStatus
 from shared.records.store import RecordStore
+from shared.replication import ReplicaAcks
+
+KEPT_THROUGH_FAILOVER = frozenset(
+    (JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+)
+"""Records written only after REDIS_MIN_REPLICAS_ACK replicas have them: a job accepted and a
+job's outcome (a running job's records are not worth a wait: a lost one is rewritten)."""
 
 
 class RedisRecordStore(RecordStore):
@@ -22,19 +29,33 @@ class RedisRecordStore(RecordStore):
     _cache: RedisCache
     _events: RedisJobEvents
 
-    def __init__(self, cache: RedisCache, default_ttl: int, events: RedisJobEvents) -> None:
+    def __init__(
+        self,
+        cache: RedisCache,
+        default_ttl: int,
+        events: RedisJobEvents,
+        replica_acks: ReplicaAcks | None = None,
+    ) -> None:
         super().__init__(cache, default_ttl, events)
+        self._replica_acks = replica_acks
 
     @calls_redis("write a job record")
     async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
-        if not announce:
+        # The writes a client or the queue relies on: a job accepted, a job's outcome.
+        acks = self._replica_acks if record.status in KEPT_THROUGH_FAILOVER else None
+        if not announce and acks is None:
             await super()._store(record, text, ttl, announce=False)
             return
         key = self._cache.build_key(job_record_key(record.id), namespace=self._cache.namespace)
         async with self._cache.client.pipeline(transaction=False) as pipeline:
             pipeline.set(key, text, ex=ttl)
-            self._events.publish_in(pipeline, record, text)
-            await pipeline.execute()
+            if announce:
+                self._events.publish_in(pipeline, record, text)
+            if acks is not None:
+                acks.wait_in(pipeline)
+            replies = await pipeline.execute()
+        if acks is not None:
+            acks.check(replies[-1], f"the record of job {record.id}")
 
     @calls_redis("read a job record")
     async def get(self, job_id: str) -> JobRecord | None:
