@@ -172,7 +172,9 @@ async def _open_redis(
         ride_out_outages(cache_client.connection_pool)
     events = RedisJobEvents(cache_client, keys.job_events_channel)
     replica_acks = ReplicaAcks.of(settings)
-    records = RedisRecordStore(cache, settings.cache_ttl, events, replica_acks)
+    records = RedisRecordStore(
+        cache, settings.cache_ttl, events, replica_acks, wait_for_replicas=role is Role.WORKER
+    )
     if role is Role.API:
         await _answered(settings, records.ping(), cache=True)
         await _answered(settings, events.start_listening(), cache=True)

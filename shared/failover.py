@@ -16,11 +16,17 @@ import redis.asyncio
 
 from shared.connections import sentinel_options
 from shared.settings import Settings
-from shared.subscriptions import Subscription
+from shared.subscriptions import Subscription, subscriptions_on
 
 logger = logging.getLogger(__name__)
 
 SWITCH_MASTER_CHANNEL = "+switch-master"
+
+RECONNECT_SWEEPS = (0.0, 0.1, 0.5, 2.0)
+"""Seconds after a switch at which idle connections are closed: a connection busy with a
+command at the switch is closed once that command ends and it is idle again (closing it mid-
+command breaks redis-py's connection state: the caller would get an AttributeError, not a
+connection error)."""
 
 
 class FailoverWatch:
@@ -58,10 +64,17 @@ class FailoverWatch:
         task.add_done_callback(self._switches.discard)
 
     async def _reconnect(self, pools: list[redis.asyncio.ConnectionPool]) -> None:
-        for pool in pools:
-            # Commands under way on the old master fail and are retried (a worker) or answered
-            # 503 (the api); every connection made from now on asks the Sentinels.
-            await pool.disconnect(inuse_connections=True)
+        for delay in RECONNECT_SWEEPS:
+            await asyncio.sleep(delay)
+            for pool in pools:
+                # Every connection made from now on asks the Sentinels for the master.
+                await pool.disconnect(inuse_connections=False)
+            if delay == 0:
+                # A subscription holds its connection for good: it moves over now, or it
+                # would hear nothing the new master publishes until the old one is demoted.
+                for pool in pools:
+                    for subscription in subscriptions_on(pool):
+                        await subscription.resubscribe()
 
     async def close(self) -> None:
         for subscription in self._subscriptions:

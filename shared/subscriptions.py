@@ -4,6 +4,7 @@ cancels (workers)."""
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
 import redis
@@ -14,6 +15,16 @@ logger = logging.getLogger(__name__)
 # How long one read waits for a message; short, so the loop notices a dead connection.
 READ_TIMEOUT_SECONDS = 1.0
 RESUBSCRIBE_DELAY_SECONDS = 0.5
+
+
+_LIVE: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
+"""Every started subscription of this process, for `subscriptions_on`."""
+
+
+def subscriptions_on(pool: redis.asyncio.ConnectionPool) -> list["Subscription"]:
+    """The live subscriptions whose connection comes from `pool` (shared/failover.py moves
+    them to a new master)."""
+    return [each for each in _LIVE if each.pool is pool and each.active]
 
 
 class Subscription:
@@ -31,11 +42,25 @@ class Subscription:
     def active(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    @property
+    def pool(self) -> redis.asyncio.ConnectionPool:
+        return self._client.connection_pool
+
     async def start(self) -> None:
         """Subscribe now, so that nothing published after this returns is missed."""
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._channel)
         self._task = asyncio.create_task(self._read(pubsub), name=f"subscription {self._channel}")
+        _LIVE.add(self)
+
+    async def resubscribe(self) -> None:
+        """Subscribe again on a new connection (its server was replaced); what is published
+        in between is missed, as when a connection is lost."""
+        await self.close()
+        try:
+            await self.start()
+        except (redis.RedisError, OSError) as error:
+            logger.warning("could not subscribe to %s again: %r", self._channel, error)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -2,6 +2,7 @@
 it runs are the README's, which the process tests run for real."""
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,21 @@ def command_of(service: dict[str, Any]) -> str:
     return command if isinstance(command, str) else " ".join(command)
 
 
+SENTINEL_PROFILE = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+SENTINELS = ["sentinel-1", "sentinel-2", "sentinel-3"]
+
+
+def started_by_up(compose: dict[str, Any], *profiles: str) -> set[str]:
+    """The services `docker compose up` starts, given these `--profile`s."""
+    return {
+        name
+        for name, service in compose["services"].items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
+
+
 def test_compose_runs_redis_redisinsight_api_and_worker(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {
+    assert started_by_up(compose) == {
         "redis",
         "cache-redis",
         "redisinsight",
@@ -31,6 +45,7 @@ def test_compose_runs_redis_redisinsight_api_and_worker(compose: dict[str, Any])
         "worker",
         "worker-cpu",
     }
+    assert set(compose["services"]) == started_by_up(compose) | SENTINEL_PROFILE
 
 
 def test_redis_takes_its_password_from_env_and_keeps_an_append_only_file(
@@ -121,3 +136,65 @@ def test_compose_requires_api_keys_and_gives_workers_their_grace(
     for name in ("worker", "worker-cpu"):
         grace = compose["services"][name]["stop_grace_period"]
         assert int(grace.removesuffix("s")) > 20, f"{name} would be killed before its grace"
+
+
+def sentinel_configuration(service: dict[str, Any]) -> list[str]:
+    """The lines a Sentinel service writes to its configuration file at its first start: the
+    arguments of the `printf` of its `sh -c` command, as the shell reads them."""
+    shell, option, script = service["command"]
+    assert (shell, option) == ("sh", "-c")
+    # `$$` is compose's escape of `$`: the shell reads the variable when the container starts.
+    words = shlex.split(script.replace("$$", "$"))
+    start = words.index("printf") + 2
+    return words[start : words.index(">", start)]
+
+
+def test_the_sentinel_profile_starts_a_replica_and_three_sentinels_only_when_asked(
+    compose: dict[str, Any],
+) -> None:
+    assert started_by_up(compose, "sentinel") - started_by_up(compose) == SENTINEL_PROFILE
+    for name in SENTINEL_PROFILE:
+        assert compose["services"][name]["profiles"] == ["sentinel"], name
+    # A service started without the profile must not need one that is not.
+    for name in started_by_up(compose):
+        assert not set(compose["services"][name].get("depends_on", {})) & SENTINEL_PROFILE
+
+
+def test_the_replica_replicates_redis_with_the_password(compose: dict[str, Any]) -> None:
+    replica = compose["services"]["redis-replica"]
+    command = command_of(replica)
+    assert "--replicaof redis 6379" in command
+    assert re.search(r"--masterauth \$\{REDIS_PASSWORD", command)
+    assert re.search(r"--requirepass \$\{REDIS_PASSWORD", command)
+    # Once promoted it is the queue: it keeps its data and never evicts, as `redis` does.
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert replica["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_three_sentinels_monitor_the_same_master_with_quorum_two(compose: dict[str, Any]) -> None:
+    monitored = set()
+    for name in SENTINELS:
+        service = compose["services"][name]
+        lines = sentinel_configuration(service)
+        assert "port 26379" in lines
+        [monitor] = [line for line in lines if line.startswith("sentinel monitor ")]
+        _, _, master_name, host, port, quorum = monitor.split()
+        monitored.add((master_name, host, port, quorum))
+        # A hostname in `sentinel monitor` is refused unless resolving them was enabled first.
+        assert "sentinel resolve-hostnames yes" in lines
+        assert lines.index("sentinel resolve-hostnames yes") < lines.index(monitor)
+        assert f'sentinel auth-pass {master_name} "$REDIS_PASSWORD"' in lines
+        assert service["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+        assert command_of(service).endswith("redis-server /data/sentinel.conf --sentinel")
+        assert "> /data/sentinel.conf" in command_of(service)
+        assert service["healthcheck"]["test"][-3:] == ["-p", "26379", "ping"]
+    assert monitored == {("jobcache", "redis", "6379", "2")}
+
+
+def test_the_sentinel_profile_says_how_to_point_jobcache_at_it() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    [sentinels] = re.findall(r"^\s*#\s*REDIS_SENTINELS=(\S+)$", text, re.MULTILINE)
+    [master_name] = re.findall(r"^\s*#\s*REDIS_SENTINEL_MASTER=(\S+)$", text, re.MULTILINE)
+    assert sentinels.split(",") == [f"{name}:26379" for name in SENTINELS]
+    assert master_name == "jobcache"
