@@ -23,7 +23,6 @@ from shared.errors import BackendUnavailableError, ConfigurationError
 from shared.events.base import JobEvents
 from shared.events.memory import MemoryJobEvents
 from shared.events.redis import RedisJobEvents
-from shared.failover import FailoverWatch
 from shared.keys import ResponseKeys
 from shared.outages import ride_out_outages
 from shared.overview.base import Overview
@@ -44,6 +43,7 @@ from shared.responses.redis import RedisResponseStore
 from shared.schedules.base import ScheduleBook
 from shared.schedules.memory import MemoryScheduleBook
 from shared.schedules.redis import RedisScheduleBook
+from shared.sentinel import FailoverWatch
 from shared.settings import Settings
 
 

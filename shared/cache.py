@@ -12,8 +12,9 @@ from aiocache import Cache
 from aiocache.base import BaseCache
 from aiocache.serializers import JsonSerializer
 
-from shared.connections import address_options, sentinel_pool
+from shared.connections import address_options
 from shared.keys import namespaced
+from shared.sentinel import sentinel_pool
 from shared.settings import RedisAddress, Settings
 
 

@@ -8,10 +8,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
-import redis.asyncio.sentinel
 import redis.sentinel
 
 from shared.errors import BackendUnavailableError, StartupError
+from shared.sentinel import sentinel_options, sentinel_pool
 from shared.settings import RedisAddress, Settings
 
 REDIS_FAILURES = (redis.RedisError, OSError, TimeoutError)
@@ -93,16 +93,6 @@ def address_options(address: RedisAddress, settings: Settings) -> dict[str, Any]
     return options
 
 
-def sentinel_options(settings: Settings) -> dict[str, Any]:
-    """Client options for the Sentinels themselves."""
-    password = settings.redis_sentinel_password
-    return {
-        "password": password.get_secret_value() if password else None,
-        "socket_connect_timeout": settings.redis_connect_timeout,
-        "socket_timeout": settings.redis_connect_timeout,
-    }
-
-
 def client_options(address: RedisAddress, settings: Settings) -> dict[str, Any]:
     """Keyword arguments of an asyncio client (redis.asyncio.Redis, or arq's subclass) of one
     Redis database: its address, or, with Sentinel, a connection pool that asks the Sentinels
@@ -112,23 +102,6 @@ def client_options(address: RedisAddress, settings: Settings) -> dict[str, Any]:
     if address.sentinel_master is None:
         return options
     return {"connection_pool": sentinel_pool(address, settings, **options)}
-
-
-def sentinel_pool(
-    address: RedisAddress, settings: Settings, **options: Any
-) -> redis.asyncio.ConnectionPool:
-    """A pool of connections to the master the Sentinels name for `address`, asked at each
-    connect; `options` are the connections' (an address among them is ignored)."""
-    assert address.sentinel_master is not None
-    options.pop("host", None)
-    options.pop("port", None)
-    sentinels = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        list(address.sentinels), sentinel_kwargs=sentinel_options(settings)
-    )
-    pool: redis.asyncio.ConnectionPool = redis.asyncio.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
-        address.sentinel_master, sentinels, **options
-    )
-    return pool
 
 
 def check_redis(settings: Settings) -> None:

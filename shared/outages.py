@@ -22,6 +22,12 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.backoff import ExponentialBackoff
 
+from shared.sentinel import (
+    FollowingSentinelConnection,
+    FollowingSentinelSSLConnection,
+    FollowsSwitches,
+)
+
 
 class _RetriedConnect(AbstractConnection):
     async def connect(self) -> None:
@@ -42,12 +48,15 @@ class OutageRetryingSSLConnection(_RetriedConnect, redis.asyncio.SSLConnection):
     """The same over TLS."""
 
 
-class OutageRetryingSentinelConnection(_RetriedConnect, SentinelManagedConnection):
+# FollowsSwitches first: a connection of a replaced master must not count as connected.
+class OutageRetryingSentinelConnection(FollowsSwitches, _RetriedConnect, SentinelManagedConnection):
     """A connection to the master the Sentinels name, asked again at each connect: it waits
     out a failover as it waits out a restart."""
 
 
-class OutageRetryingSentinelSSLConnection(_RetriedConnect, SentinelManagedSSLConnection):
+class OutageRetryingSentinelSSLConnection(
+    FollowsSwitches, _RetriedConnect, SentinelManagedSSLConnection
+):
     """The same over TLS."""
 
 
@@ -63,8 +72,8 @@ KEEPALIVE_OPTIONS = {
 _RETRYING_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
     redis.asyncio.Connection: OutageRetryingConnection,
     redis.asyncio.SSLConnection: OutageRetryingSSLConnection,
-    SentinelManagedConnection: OutageRetryingSentinelConnection,
-    SentinelManagedSSLConnection: OutageRetryingSentinelSSLConnection,
+    FollowingSentinelConnection: OutageRetryingSentinelConnection,
+    FollowingSentinelSSLConnection: OutageRetryingSentinelSSLConnection,
 }
 
 

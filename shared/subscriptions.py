@@ -22,7 +22,7 @@ _LIVE: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
 
 
 def subscriptions_on(pool: redis.asyncio.ConnectionPool) -> list["Subscription"]:
-    """The live subscriptions whose connection comes from `pool` (shared/failover.py moves
+    """The live subscriptions whose connection comes from `pool` (shared/sentinel.py moves
     them to a new master)."""
     return [each for each in _LIVE if each.pool is pool and each.active]
 

@@ -150,3 +150,34 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
     (first_try, first_at), (second_try, second_at) = tries
     assert (first_try, second_try) == (1, 2)
     assert second_at - first_at >= 0.3
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_a_job_named_twice_in_one_read_starts_once(queue: str) -> None:
+    """A read and a wake-up (or one wake-up heard twice, as while subscriptions move to a new
+    master) can name a job twice; the claim takes a job its own worker holds again, so the
+    worker must still start it once."""
+    runs: list[str] = []
+
+    async def note(ctx: dict[str, Any], message: str) -> None:
+        runs.append(message)
+        await asyncio.sleep(0.05)
+
+    pool = QueueWaitingRedis(
+        queues=[queue], fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
+        default_queue_name=queue,
+    )  # fmt: skip
+    worker = ClaimingWorker(
+        worker_id="worker-a", lease_seconds=LEASE_SECONDS, functions=[func(note, name="note")],
+        redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0,
+        handle_signals=False,
+    )  # fmt: skip
+    job = await pool.enqueue_job("note", "once", _queue_name=queue)
+    assert job is not None
+    try:
+        await worker.start_jobs([job.job_id.encode(), job.job_id.encode()])
+        await asyncio.gather(*worker.tasks.values())
+        assert runs == ["once"]
+        assert await pool.zscore(queue, job.job_id) is None
+    finally:
+        await worker.close()

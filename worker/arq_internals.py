@@ -207,9 +207,11 @@ class ClaimingWorker(Worker):
         # Not the jobs running here, which the claim would give this worker again; a job whose
         # attempt here has ended (a retry now due) may be claimed again.
         queue_of = getattr(self.pool, "queue_of", None)
+        # Each id once: the claim takes a job this worker holds again (a retried claim), so an
+        # id given twice (a read and a wake-up, a wake-up heard twice) would start it twice.
         candidates = [
             (job_id, queue_of(job_id) if queue_of else self._first_queue)
-            for job_id in map(bytes.decode, job_ids)
+            for job_id in dict.fromkeys(map(bytes.decode, job_ids))
             if not self._running_here(job_id)
         ]
         for job_id, score, queue in await self._claims.claim(
