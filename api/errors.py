@@ -1,6 +1,7 @@
 """Maps domain errors (shared/errors.py) to HTTP responses: a Redis failure reaches here only as
 BackendUnavailableError, raised where the Redis backends call Redis."""
 
+import email.message
 import json
 import logging
 
@@ -70,20 +71,36 @@ async def invalid_request(request: Request, error: Exception) -> Response:
             return JSONResponse(
                 status_code=400, content={"detail": f"request body is not valid JSON: {reason}"}
             )
-    content_type = request.headers.get("content-type", "application/json")
-    if "json" not in content_type and any(
-        issue.get("loc") == ("body",) for issue in error.errors()
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type) and any(
+        issue.get("loc") == ("body",) and (content_type or issue.get("type") != "missing")
+        for issue in error.errors()
     ):
+        # A body FastAPI did not read as JSON (sent as another type, or with no type at all:
+        # an empty body without one stays a 422 that says the body is missing).
         return JSONResponse(
             status_code=415,
             content={
-                "detail": f"send the parameters as JSON (Content-Type: application/json), "
-                f"not {content_type}"
+                "detail": "send the parameters as JSON (Content-Type: application/json); "
+                f"this body came {f'as {content_type}' if content_type else 'without one'}"
             },
         )
     # ASCII-escaped, so that an input echoed back in an error (a lone surrogate, say) can
     # always be encoded.
     return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(error.errors())})
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body of this type as JSON: application/json or
+    application/<anything>+json, with any parameters."""
+    if content_type is None:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
 
 
 class AsciiJSONResponse(JSONResponse):

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api.auth import ApiKeys
 from api.body_limit import SettingsBodyLimit
 from api.errors import install_error_handlers
+from api.methods import install_method_answers
 from api.observability import RequestObserver, count_redis_errors
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, metrics, schedules
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    install_method_answers(app)
     app.add_middleware(SettingsBodyLimit)
     install_error_handlers(app)
     count_redis_errors(app)

@@ -191,13 +191,24 @@ def check_options(where: str, *, timeout: float, retries: int, retry_delay: floa
 
 
 def strict(model: type[BaseModel]) -> type[BaseModel]:
-    """The parameter model, refusing unknown fields unless it says otherwise: a misspelt
-    parameter is an error the client sees, not a default silently used."""
-    if model.model_config.get("extra") is not None:
+    """The parameter model, refusing unknown fields and taking JSON's types strictly, each
+    unless the model's own config says otherwise: a misspelt parameter, or `false` or `"5"`
+    sent for a number, is an error the client sees, not a default or a conversion silently
+    used. An integer is still taken for a float. The api validates the parsed JSON (pydantic's
+    Python mode), where a strict field refuses a datetime, UUID or enum given as a string: such
+    a field says `Field(strict=False)`."""
+    config = model.model_config
+    if config.get("extra") is not None and config.get("strict") is not None:
         return model
-    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
+    strict_config = ConfigDict(
+        **{
+            **model.model_config,
+            "extra": config.get("extra") or "forbid",
+            "strict": config.get("strict", True),
+        }
+    )
     strict_model: type[BaseModel] = type(
-        model.__name__, (model,), {"model_config": config, "__module__": model.__module__}
+        model.__name__, (model,), {"model_config": strict_config, "__module__": model.__module__}
     )
     return strict_model
 

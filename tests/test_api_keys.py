@@ -53,6 +53,7 @@ async def test_a_key_reads_its_own_jobs_and_not_anothers(client: httpx.AsyncClie
     for method, path in (
         ("GET", f"/jobs/{job_id}"),
         ("GET", f"/jobs/{job_id}/events"),
+        ("POST", f"/jobs/{job_id}/cancel"),
         ("DELETE", f"/jobs/{job_id}"),
     ):
         other = await client.request(method, path, headers=bearer(BOB))
@@ -75,13 +76,13 @@ async def test_jobs_in_flight_over_the_quota_are_429_until_one_finishes(
     other = await client.post("/jobs/echo", json={"message": "bob"}, headers=bearer(BOB))
     assert other.status_code == 202, "one key's quota must not hold back another key"
 
-    await client.delete(f"/jobs/{running[0]['id']}", headers=bearer(ALICE))
+    await client.post(f"/jobs/{running[0]['id']}/cancel", headers=bearer(ALICE))
     again = await client.post("/jobs/echo", json={"message": "now"}, headers=bearer(ALICE))
     assert again.status_code == 202
     job_ids = [again.json()["id"]]
     own = await client.get(f"/jobs/{job_ids[0]}", params={"wait": 5}, headers=bearer(ALICE))
     assert own.json()["status"] == "succeeded"
-    await client.delete(f"/jobs/{running[1]['id']}", headers=bearer(ALICE))
+    await client.post(f"/jobs/{running[1]['id']}/cancel", headers=bearer(ALICE))
 
 
 async def test_submissions_per_second_over_the_quota_are_429(namespace: str) -> None:

@@ -11,11 +11,20 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.keys import new_job_id
+from shared.catalog import DEFAULT_QUEUE
+from shared.keys import job_record_key, namespaced, new_job_id
 from shared.queue import QueuedJob
 from shared.queue.redis import open_arq_pool
+from shared.records import UNFINISHED_RECORD_TTL, JobRecord
 from tests.conftest import settings_for_test
-from tests.deployments import REDIS_PORT, Deployment, start_all, wait_finished
+from tests.deployments import (
+    CACHE_DB,
+    REDIS_PORT,
+    Deployment,
+    redis_client,
+    start_all,
+    wait_finished,
+)
 from tests.processes import api, wait_for
 
 pytestmark = pytest.mark.processes
@@ -35,20 +44,20 @@ def test_idle_worker_picks_up_a_new_job_at_once(deployment: Deployment) -> None:
 
 
 async def enqueue_without_wakeup(deployment: Deployment, job_id: str) -> None:
-    """Queue a job the way arq itself does, publishing no wake-up: a lost signal."""
+    """Record a job as the api does (a worker only replaces a job's record, never creates it),
+    then queue it the way arq itself does, publishing no wake-up: a lost signal."""
     settings = settings_for_test(
         cache_backend="redis",
         redis_port=REDIS_PORT,
         cache_namespace=deployment.name,
     )
+    record = JobRecord(id=job_id, name="echo", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    with redis_client(CACHE_DB) as cache:
+        key = namespaced(deployment.name, job_record_key(job_id))
+        cache.set(key, record.model_dump_json(), ex=UNFINISHED_RECORD_TTL)
     pool = await open_arq_pool(settings)
     try:
-        job = QueuedJob(
-            id=job_id,
-            name="echo",
-            parameters={"message": "no signal"},
-            created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        )
+        job = QueuedJob.of(record, {"message": "no signal"}, DEFAULT_QUEUE)
         await pool.enqueue_job("echo", job.model_dump(mode="json"), _job_id=job_id)
     finally:
         await pool.aclose()

@@ -15,12 +15,12 @@ from arq.constants import in_progress_key_prefix
 
 from shared.builtin_jobs import echo as ECHO
 from shared.cache import memory_cache
-from shared.catalog import JobType
+from shared.catalog import DEFAULT_QUEUE, JobType
 from shared.events import MemoryJobEvents
 from shared.keys import new_job_id
 from shared.outages import ride_out_outages
 from shared.queue import QueuedJob
-from shared.records import JobRecord, JobStatus, RecordStore, utcnow
+from shared.records import JobRecord, JobStatus, RecordStore
 from tests.conftest import eventually, settings_for_test
 from tests.processes import redis_server
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
@@ -66,11 +66,13 @@ class LosesOneFinalWrite(RecordStore):
 
     lost = False
 
-    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
+    async def _store(
+        self, record: JobRecord, text: str, ttl: int, *, announce: bool, replace_only: bool = False
+    ) -> None:
         if record.status.finished and not self.lost:
             self.lost = True
             raise redis.ConnectionError("Error while reading: Connection reset by peer")
-        await super()._store(record, text, ttl, announce=announce)
+        await super()._store(record, text, ttl, announce=announce, replace_only=replace_only)
 
 
 class WaitsOutAnOutage(RecordStore):
@@ -79,11 +81,13 @@ class WaitsOutAnOutage(RecordStore):
 
     waited = False
 
-    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
+    async def _store(
+        self, record: JobRecord, text: str, ttl: int, *, announce: bool, replace_only: bool = False
+    ) -> None:
         if record.status.finished and not self.waited:
             self.waited = True
             await asyncio.sleep(OUTAGE_SECONDS)
-        await super()._store(record, text, ttl, announce=announce)
+        await super()._store(record, text, ttl, announce=announce, replace_only=replace_only)
 
 
 async def run_one_job(
@@ -99,10 +103,10 @@ async def run_one_job(
             keep_result=0, handle_signals=False,
             ctx={"runner": runner, "leases": Leases(pool, 5)},
         )  # fmt: skip
-        job_id = new_job_id()
-        job = QueuedJob(
-            id=job_id, name=job_type.name, parameters={"message": "kept"}, created_at=utcnow()
-        )
+        submitted = JobRecord(id=new_job_id(), name=job_type.name)
+        job_id = submitted.id
+        await records.put(submitted, 60, announce=False)
+        job = QueuedJob.of(submitted, {"message": "kept"}, DEFAULT_QUEUE)
         await pool.enqueue_job(job_type.name, job.model_dump(mode="json"), _job_id=job_id)
         running = asyncio.create_task(worker.async_run())
         try:

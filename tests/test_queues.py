@@ -220,7 +220,7 @@ def test_a_job_waits_on_its_queue_until_a_worker_serves_it(
         assert queue_depth(client, "cpu") == 2
         assert queue_depth(client, "default") == 0
 
-        response = client.delete(f"/jobs/{cancelled}")
+        response = client.post(f"/jobs/{cancelled}/cancel")
         assert response.status_code == 200, response.text
         with redis_client(QUEUE_DB) as queue_redis:
             assert queue_redis.zscore(queue_key, cancelled) is None, "off its own queue"

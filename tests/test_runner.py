@@ -22,7 +22,7 @@ from shared.jobs import JobContext
 from shared.keys import new_job_id
 from shared.queue import QueuedJob
 from shared.queue.memory import MemoryQueue
-from shared.records import JobRecord, RecordStore, utcnow
+from shared.records import JobRecord, RecordStore
 from tests.conftest import eventually, settings_for_test
 from worker.attempt_records import AttemptRecords
 from worker.embedded import EmbeddedWorker
@@ -166,14 +166,14 @@ async def test_delivery_past_the_last_attempt_writes_a_failed_record(
     records: RecordStore,
 ) -> None:
     """What happens when a worker died mid-attempt and arq delivers the job once more."""
-    job_id = new_job_id()
+    submitted = JobRecord(id=new_job_id(), name="hopeless")
+    job_id = submitted.id
+    await records.put(submitted, 60)
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(records, pool)
         outcome = await runner.run(
             HOPELESS,
-            QueuedJob(
-                id=job_id, name="hopeless", parameters={"message": "hi"}, created_at=utcnow()
-            ),
+            QueuedJob.of(submitted, {"message": "hi"}, DEFAULT_QUEUE),
             attempt=HOPELESS.max_attempts + REDELIVERIES + 1,
         )
     assert outcome == Finished()

@@ -116,8 +116,11 @@ async def test_a_scheduled_job_runs_every_second_in_the_local_mode_readable_by_a
         streamed = await client.get(f"{run_path}/events", headers=bearer(ALICE))
         assert streamed.status_code == 200, streamed.text
         assert "event: succeeded" in streamed.text
-        cancel = await client.delete(run_path, headers=bearer(ALICE))
+        cancel = await client.post(f"{run_path}/cancel", headers=bearer(ALICE))
         assert cancel.status_code == 404, "any key reads a scheduled run, none cancels it"
+        delete = await client.delete(run_path, headers=bearer(ALICE))
+        assert delete.status_code == 404, "nor deletes it"
+        assert (await client.get(run_path, headers=bearer(ALICE))).status_code == 200
         assert (await client.get("/schedules")).status_code == 401
 
         asked = datetime.now(UTC)

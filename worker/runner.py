@@ -250,9 +250,10 @@ class JobRunner:
             await self._quotas.release(record.owner, record.id)
         return Finished()
 
-    def _writer(self, job_id: str) -> AttemptRecords | RecordStore:
-        """Where this attempt's records go: through its writer once it has started."""
-        return self._writers.get(job_id, self._records)
+    def _writer(self, job_id: str) -> AttemptRecords:
+        """Where this attempt's records go: through its writer once it has started. Either way
+        they only replace the job's record, never create it (worker/attempt_records.py)."""
+        return self._writers.get(job_id) or AttemptRecords(self._records)
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from api.deps import ResponseCacheDep
 from api.response_cache import cache_response
+from api.responses import answers
 
 router = APIRouter(tags=["cache"])
 
@@ -39,7 +40,23 @@ def as_cached(computation: Computation) -> Computation:
     return computation.model_copy(update={"cached": True})
 
 
-@router.get("/cached", response_model=Computation)
+@router.get(
+    "/cached",
+    response_model=Computation,
+    responses={
+        200: {
+            "headers": {
+                "X-Cache": {
+                    "description": "`hit` or `miss`: whether the cache answered.",
+                    "schema": {"type": "string", "enum": ["hit", "miss"]},
+                },
+                "ETag": {"description": "Send it as If-None-Match.", "schema": {"type": "string"}},
+            }
+        },
+        304: {"description": "Not modified: the If-None-Match ETag is the current one."},
+        **answers(422),
+    },
+)
 @router.head("/cached", response_model=Computation, include_in_schema=False)
 @cache_response(namespace=NAMESPACE, as_cached=as_cached)
 async def cached_computation(
@@ -52,7 +69,7 @@ async def cached_computation(
     return Computation(rounds=rounds, digest=digest, cached=False)
 
 
-@router.delete("/cached", response_model=Dropped)
+@router.delete("/cached", response_model=Dropped, responses=answers(503))
 async def drop_cached_computations(responses: ResponseCacheDep) -> Dropped:
     """Invalidate every stored GET /cached response, in every api process."""
     return Dropped(dropped=await responses.invalidate_namespace(NAMESPACE))

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from api.auth import Caller
 from api.deps import CallerDep, CatalogDep, OverviewDep, RecordsDep, SettingsDep
+from api.responses import answers
 from shared.activity import WorkerStatus
 from shared.overview import running_jobs, serving, waiting_jobs
 from shared.records import JobRecord, Progress, RecordStore, utcnow
@@ -124,7 +125,7 @@ async def dashboard_asset(name: str) -> FileResponse:
     return FileResponse(PAGES / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/dashboard/state", response_model=DashboardState)
+@router.get("/dashboard/state", response_model=DashboardState, responses=answers(401, 503))
 async def dashboard_state(
     overview: OverviewDep,
     records: RecordsDep,

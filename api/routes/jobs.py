@@ -1,4 +1,5 @@
-"""Submitting jobs and reading their records: POST /jobs/{name}, GET /jobs/{id}."""
+"""Submitting jobs, reading their records, cancelling and deleting them: POST /jobs/{name},
+GET /jobs/{id} (and its events), POST /jobs/{id}/cancel, DELETE /jobs/{id}."""
 
 import inspect
 import logging
@@ -20,6 +21,7 @@ from api.deps import (
     ServicesDep,
 )
 from api.observability import note_submitted
+from api.responses import answers
 from api.services import Services
 from shared.catalog import DEFAULT_QUEUE, Catalog, JobType
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError, UnknownJobTypeError
@@ -39,11 +41,7 @@ from shared.submission import submit_job
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/jobs",
-    tags=["jobs"],
-    responses={401: {"description": "API keys are set and the request has no valid one"}},
-)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 EVENT_STREAM_HEARTBEAT_SECONDS = 15.0
 
@@ -106,7 +104,7 @@ async def submit_unknown(name: str, services: ServicesDep) -> None:
 def submit_routes(catalog: Catalog) -> APIRouter:
     """POST /jobs/{name} for each job type, with its parameter schema, then for any other name
     (a 404): built when the app starts, from the job types it loaded."""
-    submits = APIRouter(prefix="/jobs", tags=["jobs"], responses=router.responses)
+    submits = APIRouter(prefix="/jobs", tags=["jobs"])
     for job_type in catalog.values():
         submits.add_api_route(
             f"/{job_type.name}",
@@ -116,7 +114,19 @@ def submit_routes(catalog: Catalog) -> APIRouter:
             response_model=JobView,
             summary=job_type.summary,
             name=f"submit_{job_type.name}",
-            responses={422: {"description": "The parameters do not match the job type"}},
+            responses={
+                202: {
+                    "description": "Accepted and queued: the job's record.",
+                    "headers": {
+                        "Location": {
+                            "description": "The job's path, /jobs/{id}.",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    },
+                },
+                **answers(400, 401, 413, 415, 422, 429, 503),
+            },
         )
     submits.add_api_route("/{name}", submit_unknown, methods=["POST"], include_in_schema=False)
     return submits
@@ -146,7 +156,7 @@ JobId = Annotated[str, Path(description="The id returned when the job was submit
     "/{job_id}",
     name="get_job",
     response_model=JobView,
-    responses={404: {"description": "No such job, or its record expired"}},
+    responses=answers(401, 404, 422, 503),
 )
 async def get_job(
     job_id: JobId,
@@ -182,33 +192,75 @@ async def get_job(
     return record_response(record)
 
 
-@router.delete(
-    "/{job_id}",
+@router.post(
+    "/{job_id}/cancel",
     response_model=JobView,
-    responses={
-        404: {"description": "No such job, or its record expired"},
-        409: {"description": "The job has already finished"},
-    },
+    responses=answers(401, 404, 409, 422, 503),
 )
 async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> JobRecord:
     """Cancel a queued or running job: it is taken off the queue, or stopped where it runs,
-    and its record says `cancelled`. A job that has finished cannot be cancelled."""
-    backend = services.backend
-    records = backend.records
-    record = await read_record(records, job_id, caller)
-    if record.owner != caller.owner:  # a scheduled run: any key may read it, none cancel it
-        raise JobNotFoundError(job_id)
+    and its record, kept, says `cancelled`. A job that has finished cannot be cancelled."""
+    record = await cancellable_record(services, job_id, caller)
     if record.status.finished:
         raise JobAlreadyFinishedError(record.id, record.status.value)
+    return await cancel(services, record)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "The job is gone: cancelled first if it had not finished."},
+        **answers(401, 404, 422, 503),
+    },
+)
+async def delete_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> Response:
+    """Delete the job's record, cancelling the job first if it has not finished; from then on
+    every route of its id answers 404."""
+    backend = services.backend
+    record = await cancellable_record(services, job_id, caller)
+    if not record.status.finished:
+        # Announced before it goes, so that a client waiting on the job sees it end.
+        await cancel(services, record)
+    # The runner only replaces a record that exists (shared/records/store.py): a worker that
+    # ends the job after this does not bring it back.
+    await backend.records.delete(job_id)
+    await backend.events.forget(job_id)
+    logger.info(
+        "job %s (%s) deleted", record.id, record.name,
+        extra=job_event("job.deleted", record.id, record.name, attempt=record.attempts),
+    )  # fmt: skip
+    return Response(status_code=204)
+
+
+async def cancellable_record(services: Services, job_id: str, caller: Caller) -> JobRecord:
+    """The caller's own job: a scheduled run, which any key may read, no key may cancel or
+    delete."""
+    record = await read_record(services.backend.records, job_id, caller)
+    if record.owner != caller.owner:
+        raise JobNotFoundError(job_id)
+    return record
+
+
+async def cancel(services: Services, record: JobRecord) -> JobRecord:
+    """Take the unfinished job off its queue or stop it where it runs, record it cancelled
+    and release its quota."""
+    backend = services.backend
+    records = backend.records
     job_type = services.catalog.get(record.name)
-    await backend.queue.cancel(job_id, job_type.queue if job_type else DEFAULT_QUEUE)
+    await backend.queue.cancel(record.id, job_type.queue if job_type else DEFAULT_QUEUE)
     if record.status is JobStatus.QUEUED:
         # A running job is counted by the worker that stops it.
         services.metrics.count_cancelled(record.name)
     record.status = JobStatus.CANCELLED
     record.error = CANCELLED_MESSAGE
     record.finished_at = utcnow()
-    await records.put(record, records.ttl_for(job_type.result_ttl if job_type else None))
+    await records.put(
+        record,
+        records.ttl_for(job_type.result_ttl if job_type else None),
+        replace_only=True,
+    )
     if record.owner is not None:
         await backend.quotas.release(record.owner, record.id)
     logger.info(
@@ -248,9 +300,9 @@ async def record_updates(
     responses={
         200: {
             "description": "Job records, each an event named by its status",
-            "content": {"text/event-stream": {}},
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        404: {"description": "No such job, or its record expired"},
+        **answers(401, 404, 422, 503),
     },
 )
 async def job_events(

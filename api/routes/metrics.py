@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from api.deps import CatalogDep, MetricsDep, OverviewDep, SettingsDep
+from api.responses import answers
 from shared.errors import BackendUnavailableError
 from shared.metrics import EXPOSITION_CONTENT_TYPE, Metrics
 from shared.overview import Overview, waiting_jobs
@@ -61,7 +62,7 @@ async def metrics(metrics: MetricsDep, overview: OverviewDep, catalog: CatalogDe
     return Response(metrics.exposition(), media_type=EXPOSITION_CONTENT_TYPE)
 
 
-@router.get("/metrics/targets", response_model=list[ScrapeTargets])
+@router.get("/metrics/targets", response_model=list[ScrapeTargets], responses=answers(503))
 async def metrics_targets(overview: OverviewDep, settings: SettingsDep) -> list[ScrapeTargets]:
     """The live workers' metrics endpoints, for Prometheus' `http_sd_configs`."""
     return [

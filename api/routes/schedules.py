@@ -8,14 +8,11 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from api.deps import BackendDep, CatalogDep, get_caller
+from api.responses import answers
 from shared.records import utcnow
 from shared.schedules import LastRun
 
-router = APIRouter(
-    tags=["schedules"],
-    dependencies=[Depends(get_caller)],
-    responses={401: {"description": "API keys are set and the request has no valid one"}},
-)
+router = APIRouter(tags=["schedules"], dependencies=[Depends(get_caller)])
 
 
 class ScheduleView(BaseModel):
@@ -32,11 +29,7 @@ class ScheduleView(BaseModel):
     """The job submitted for its last due time (read it at GET /jobs/{id}); null if none ran."""
 
 
-@router.get(
-    "/schedules",
-    response_model=list[ScheduleView],
-    responses={503: {"description": "Redis is not answering"}},
-)
+@router.get("/schedules", response_model=list[ScheduleView], responses=answers(401, 503))
 async def list_schedules(catalog: CatalogDep, backend: BackendDep) -> list[ScheduleView]:
     """Each scheduled job type: its schedule and parameters, its next due time and its last
     run. Every run is an ordinary job that no API key owns, readable with any key."""

@@ -50,6 +50,10 @@ class JobEvents(Protocol):
         """The newest record of a job followed since its submission here, if any."""
         ...
 
+    async def forget(self, job_id: str) -> None:
+        """The job was deleted: no process serves it from what it remembers any more."""
+        ...
+
 
 REMEMBER_SECONDS = 10.0
 """How long a process follows the jobs it submitted (a client usually waits on it at once)."""
@@ -77,6 +81,10 @@ class LocalFanOut:
         if remembered is None or remembered[0] <= time.monotonic():
             return None
         return remembered[1]
+
+    def drop(self, job_id: str) -> None:
+        """Remember the job no longer (a later update of it is not taken up again)."""
+        self._remembered.pop(job_id, None)
 
     @contextmanager
     def watch(self, job_id: str) -> Iterator[JobWatch]:

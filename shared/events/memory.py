@@ -9,3 +9,6 @@ class MemoryJobEvents(LocalFanOut):
         if self.is_watched(record.id):
             # A copy: the runner goes on changing its record after publishing it.
             self.deliver(record.model_copy(deep=True))
+
+    async def forget(self, job_id: str) -> None:
+        self.drop(job_id)

@@ -11,7 +11,8 @@ from shared.subscriptions import Subscription
 
 
 class RedisJobEvents(LocalFanOut):
-    """Publishes `<job id> <record JSON>`; only a process that watches that id parses it."""
+    """Publishes `<job id> <record JSON>`; only a process that watches that id parses it.
+    `<job id> ` alone says the job was deleted."""
 
     def __init__(self, client: redis.asyncio.Redis, channel: str) -> None:
         super().__init__()
@@ -22,6 +23,12 @@ class RedisJobEvents(LocalFanOut):
     @calls_redis("publish a job event")
     async def publish(self, record: JobRecord, text: str) -> None:
         await self._client.publish(self._channel, self.message(record, text))
+
+    @calls_redis("announce a deleted job")
+    async def forget(self, job_id: str) -> None:
+        """Here at once, and in every other api process: `<job id> ` with nothing after it."""
+        self.drop(job_id)
+        await self._client.publish(self._channel, f"{job_id} ")
 
     def publish_in(self, pipeline: Pipeline, record: JobRecord, text: str) -> None:
         """Add the announcement to `pipeline`, a pipeline of a client of the same Redis."""
@@ -42,5 +49,7 @@ class RedisJobEvents(LocalFanOut):
         """A malformed message raises here; the subscription logs it and reads on."""
         job_id, _, payload = data.partition(b" ")
         decoded_id = job_id.decode("ascii", "replace")
-        if self.is_watched(decoded_id):
+        if not payload:
+            self.drop(decoded_id)
+        elif self.is_watched(decoded_id):
             self.deliver(JobRecord.model_validate_json(payload))

@@ -6,6 +6,7 @@ and shared/records/redis.py narrows it for Redis (one round trip per announced w
 Redis failures raised as BackendUnavailableError).
 """
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -32,12 +33,22 @@ class RecordStore:
         self._cache = cache
         self._default_ttl = default_ttl
         self._events = events
+        self._writing = asyncio.Lock()
 
     def ttl_for(self, result_ttl: int | None) -> int:
         return self._default_ttl if result_ttl is None else result_ttl
 
-    async def put(self, record: JobRecord, result_ttl: int, *, announce: bool = True) -> None:
+    async def put(
+        self,
+        record: JobRecord,
+        result_ttl: int,
+        *,
+        announce: bool = True,
+        replace_only: bool = False,
+    ) -> None:
         """Write the record; `announce=False` for a job nobody can be watching yet.
+        `replace_only=True` writes it only over a record that exists: every write after the
+        one that submits the job, so that a deleted job's record never comes back.
 
         A finished job's record is kept `result_ttl` seconds; an unfinished one as long as the
         job may still run, so that a long queue or a long job never loses its record.
@@ -45,10 +56,21 @@ class RecordStore:
         ttl = result_ttl if record.status.finished else max(result_ttl, UNFINISHED_RECORD_TTL)
         # Serialized once, by pydantic, for both the store and the announcement; what is
         # stored is the same JSON the cache's JsonSerializer reads back.
-        await self._store(record, record.model_dump_json(), ttl, announce=announce)
+        text = record.model_dump_json()
+        await self._store(record, text, ttl, announce=announce, replace_only=replace_only)
 
-    async def _store(self, record: JobRecord, text: str, ttl: int, *, announce: bool) -> None:
-        await self._cache.set(job_record_key(record.id), text, ttl=ttl, dumps_fn=as_is)
+    async def _store(
+        self, record: JobRecord, text: str, ttl: int, *, announce: bool, replace_only: bool = False
+    ) -> None:
+        key = job_record_key(record.id)
+        if replace_only:
+            # The lock keeps a delete from landing between the look and the write.
+            async with self._writing:
+                if not await self._cache.exists(key):
+                    return
+                await self._cache.set(key, text, ttl=ttl, dumps_fn=as_is)
+        else:
+            await self._cache.set(key, text, ttl=ttl, dumps_fn=as_is)
         # Announced only once stored: a client that starts watching after the announcement
         # reads the record from the store and must find this version there.
         if announce:
@@ -68,7 +90,8 @@ class RecordStore:
         return [JobRecord.model_validate_json(text) for text in stored if text is not None]
 
     async def delete(self, job_id: str) -> None:
-        await self._cache.delete(job_record_key(job_id))
+        async with self._writing:
+            await self._cache.delete(job_record_key(job_id))
 
     async def ping(self) -> None:
         """Raise if the store does not answer; memory always does."""

@@ -1,0 +1,393 @@
+"""The api says what it does: every answer of every operation is in its OpenAPI (an
+OpenAPI-driven fuzz run, schemathesis, in the local and the redis mode), parameters are strict
+JSON types, OPTIONS and 405 carry a true Allow, and a deleted job is gone from every route."""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from arq.constants import in_progress_key_prefix
+from fastapi import FastAPI
+from schemathesis.config import SchemathesisConfig
+from schemathesis.python.asgi import shutdown_lifespans
+
+from api.main import create_app, install_submit_routes
+from shared.backend import Role, open_backend
+from shared.builtin_jobs import EchoParameters, EchoResult
+from shared.builtin_jobs import echo as ECHO
+from shared.cache import memory_cache
+from shared.catalog import DEFAULT_QUEUE, load_catalog
+from shared.events import MemoryJobEvents
+from shared.jobs import JobContext
+from shared.keys import job_record_key, namespaced, new_job_id
+from shared.queue import QueuedJob
+from shared.records import JobRecord, RecordStore
+from tests.conftest import client_for, eventually, finished_record, settings_for_test
+from tests.deployments import (
+    ARQ_KEY_PREFIXES,
+    CACHE_DB,
+    QUEUE_DB,
+    Deployment,
+    get_record,
+    redis_client,
+    start_all,
+)
+from tests.exposition import total
+from tests.processes import api, wait_for
+from worker.runner import Finished, JobRunner
+
+# aiocache 0.12 closes its Redis client with redis-py's deprecated close(), when the app stops.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Call to deprecated close:DeprecationWarning:aiocache"
+)
+
+KEY = "contract-0c1f6d3b9a8e47f2b5d4c3a2e1f0a9b8"
+FUZZ_BODY_LIMIT = 2048
+"""Small enough that the fuzzer's long strings are refused with 413, which must be documented."""
+
+CACHED_ROUNDS = 1000
+"""The most sha256 rounds a fuzzed GET /cached asks for (see the test)."""
+MODES: dict[str, dict[str, Any]] = {
+    "local": {"cache_backend": "local"},
+    # No worker: its jobs stay queued. With API keys (the fuzzer sends a valid one) and a quota
+    # that its submissions exceed, so that 429 answers come too.
+    "redis": {"cache_backend": "redis", "api_keys": KEY, "quota_jobs_in_flight": 20},
+}
+FUZZ_CONFIG = {
+    "seed": 14,
+    "generation": {"max-examples": 25, "deterministic": True, "database": "none"},
+    "checks": {
+        "enabled": False,
+        "not_a_server_error": {"enabled": True},
+        "status_code_conformance": {"enabled": True},
+        "content_type_conformance": {"enabled": True},
+        "response_headers_conformance": {"enabled": True},
+        "response_schema_conformance": {"enabled": True},
+    },
+}
+
+
+def delete_namespace(namespace: str) -> None:
+    """The keys the redis mode created under the namespace, and arq's keys of its jobs."""
+    with redis_client(QUEUE_DB) as queue, redis_client(CACHE_DB) as cache:
+        job_ids = [
+            job_id
+            for key in queue.scan_iter(match=f"{namespace}:queue:*")
+            for job_id in queue.zrange(key, 0, -1)
+        ]
+        arq_keys = [prefix + job_id for job_id in job_ids for prefix in ARQ_KEY_PREFIXES]
+        for client, keys in (
+            (queue, [*queue.scan_iter(match=f"{namespace}:*"), *arq_keys]),
+            (cache, list(cache.scan_iter(match=f"{namespace}:*"))),
+        ):
+            if keys:
+                client.delete(*keys)
+
+
+def documented_openapi() -> dict[str, Any]:
+    """The OpenAPI document as the app makes it when it starts (with the submit routes of the
+    built-in job types), made here without starting one: pytest needs the operations when it
+    collects the tests (schemathesis.pytest.from_fixture, which would wait for a fixture,
+    fails on pytest 9: it sets the test's `_nodeid`). Each mode's app, started, must serve
+    exactly this document."""
+    settings = settings_for_test()
+    app = create_app(settings)
+    install_submit_routes(app, load_catalog(settings.job_modules))
+    return app.openapi()
+
+
+schema = schemathesis.openapi.from_dict(
+    documented_openapi(), config=SchemathesisConfig.from_dict(FUZZ_CONFIG)
+)
+
+
+@dataclass(frozen=True)
+class Served:
+    app: FastAPI
+    headers: dict[str, str]
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    """One mode's app, started when schemathesis loads the schema it serves, and the headers
+    each request sends. Schemathesis' pytest plugin stops the app's lifespan after each test
+    and starts it again for the next one's first request (the Redis keys outlive that, and are
+    deleted after the last)."""
+    mode = request.param
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    settings = settings_for_test(
+        cache_namespace=namespace, cpu_workers=1, max_request_bytes=FUZZ_BODY_LIMIT, **MODES[mode]
+    )
+    app = create_app(settings)
+    try:
+        loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
+        assert loaded.raw_schema == schema.raw_schema, "the started app documents other routes"
+        yield Served(app, {"Authorization": f"Bearer {KEY}"} if mode == "redis" else {})
+    finally:
+        shutdown_lifespans()
+        if mode == "redis":
+            delete_namespace(namespace)
+
+
+@schema.parametrize()
+def test_every_answer_is_documented(case: schemathesis.Case, served: Served) -> None:
+    """Any 5xx, or a status, header, content type or body the operation does not document,
+    fails; the fuzzer's requests cover bad types, missing and extra fields, bodies that are not
+    JSON or are too large, other content types and other methods."""
+    rounds = str((case.query or {}).get("rounds", ""))
+    if (
+        case.operation.path == "/cached"
+        and rounds.isdigit()
+        and CACHED_ROUNDS < int(rounds) <= 5_000_000
+    ):
+        # Slow on purpose (up to 5,000,000 sha256 rounds: seconds), and what it answers does
+        # not depend on how many: valid counts are capped to keep the run short.
+        case.query = {**(case.query or {}), "rounds": CACHED_ROUNDS}
+    case.call_and_validate(app=served.app, headers=served.headers)
+
+
+async def test_a_boolean_is_not_an_integer_nor_a_string_a_number(
+    local_client: httpx.AsyncClient,
+) -> None:
+    for job_type, body, field, expected in (
+        ("text_stats", {"text": "", "top": False}, "top", "int_type"),
+        ("sleep", {"seconds": "1"}, "seconds", "float_type"),
+        ("echo", {"message": 5}, "message", "string_type"),
+    ):
+        response = await local_client.post(f"/jobs/{job_type}", json=body)
+        assert response.status_code == 422, response.text
+        [issue] = response.json()["detail"]
+        assert (issue["loc"], issue["type"]) == (["body", field], expected), issue
+        assert issue["msg"].startswith("Input should be a valid")
+
+
+async def test_a_body_not_sent_as_json_is_415(local_client: httpx.AsyncClient) -> None:
+    body = b'{"message": "hi"}'
+    for headers in ({"Content-Type": "text/plain"}, {}):
+        response = await local_client.post("/jobs/echo", content=body, headers=headers)
+        assert response.status_code == 415, headers
+        assert "Content-Type: application/json" in response.json()["detail"]
+    missing = await local_client.post("/jobs/echo")
+    assert missing.status_code == 422, "no body at all: the body is missing"
+    assert missing.json()["detail"][0]["loc"] == ["body"]
+
+
+async def test_an_integer_is_a_number(local_client: httpx.AsyncClient) -> None:
+    response = await local_client.post("/jobs/sleep", json={"seconds": 0})
+    assert response.status_code == 202, response.text
+    record = await finished_record(local_client, response.json()["id"])
+    assert (record["status"], record["result"]) == ("succeeded", {"slept": 0.0})
+    assert (await local_client.post("/jobs/sleep", json={"seconds": 1})).status_code == 202
+
+
+async def test_options_lists_the_methods_of_the_path(local_client: httpx.AsyncClient) -> None:
+    job_id = await submitted(local_client)
+    for path, allowed in (
+        # POST: /jobs/{name} takes it (a 404 for a name that is no job type).
+        (f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS, POST"),
+        (f"/jobs/{job_id}/cancel", "OPTIONS, POST"),
+        (f"/jobs/{job_id}/events", "GET, HEAD, OPTIONS"),
+        ("/cached", "DELETE, GET, HEAD, OPTIONS"),
+        ("/health", "GET, HEAD, OPTIONS"),
+    ):
+        response = await local_client.options(path)
+        assert response.status_code == 204, path
+        assert response.headers["allow"] == allowed, path
+        assert response.content == b""
+    assert (await local_client.options("/no/such/path")).status_code == 404
+
+
+async def test_a_405_says_the_same_allow(local_client: httpx.AsyncClient) -> None:
+    job_id = await submitted(local_client)
+    for method, path, allowed in (
+        ("PUT", f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS, POST"),
+        ("GET", f"/jobs/{job_id}/cancel", "OPTIONS, POST"),
+        ("DELETE", "/health", "GET, HEAD, OPTIONS"),
+    ):
+        response = await local_client.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["allow"] == allowed, (method, path)
+        assert response.json() == {"detail": "Method Not Allowed"}
+
+
+async def test_head_answers_where_get_does_with_its_headers_only(
+    local_client: httpx.AsyncClient,
+) -> None:
+    job_id = await submitted(local_client, "sleep", {"seconds": 30})
+    got = await local_client.get(f"/jobs/{job_id}")
+    head = await local_client.head(f"/jobs/{job_id}")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-type"] == got.headers["content-type"]
+    # The event stream of an unfinished job: its headers, without waiting for the job.
+    streamed = await asyncio.wait_for(local_client.head(f"/jobs/{job_id}/events"), 5)
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert (await local_client.head(f"/jobs/{'H' * 22}")).status_code == 404
+
+
+async def test_a_cancelled_job_keeps_its_record(local_client: httpx.AsyncClient) -> None:
+    job_id = await submitted(local_client, "sleep", {"seconds": 30})
+    cancelled = await local_client.post(f"/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    record = (await local_client.get(f"/jobs/{job_id}")).json()
+    assert (record["status"], record["error"]) == ("cancelled", "cancelled by the client")
+    again = await local_client.post(f"/jobs/{job_id}/cancel")
+    assert again.status_code == 409
+
+
+async def test_a_deleted_job_is_gone_from_every_route(local_client: httpx.AsyncClient) -> None:
+    """A running job: every route of its id answers 404 once it is deleted, also once the
+    worker that ran it has written what it writes on a cancel."""
+    job_id = await submitted(local_client, "sleep", {"seconds": 30})
+    await eventually(lambda: status_is(local_client, job_id, "running"))
+
+    deleted = await local_client.delete(f"/jobs/{job_id}")
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    await every_route_is_404(local_client, job_id)
+
+    async def stopped_by_its_worker() -> bool:
+        """The worker stopped it (counted as cancelled) and its attempt has ended, which it
+        does only after writing the record of a cancelled job."""
+        metrics = (await local_client.get("/metrics")).text
+        return (
+            total(metrics, "jobcache_jobs_cancelled_total", job_type="sleep") == 1
+            and total(metrics, "jobcache_jobs_running") == 0
+        )
+
+    await eventually(stopped_by_its_worker)
+    await every_route_is_404(local_client, job_id)
+
+
+async def test_deleting_a_finished_job_removes_it(local_client: httpx.AsyncClient) -> None:
+    job_id = await submitted(local_client)
+    assert (await finished_record(local_client, job_id))["status"] == "succeeded"
+    assert (await local_client.delete(f"/jobs/{job_id}")).status_code == 204
+    await every_route_is_404(local_client, job_id)
+
+
+async def test_a_deleted_job_no_longer_counts_against_the_quota(namespace: str) -> None:
+    settings = settings_for_test(
+        cache_backend="local",
+        cache_namespace=namespace,
+        cpu_workers=1,
+        api_keys=KEY,
+        quota_jobs_in_flight=1,
+    )
+    key = {"Authorization": f"Bearer {KEY}"}
+    async with client_for(settings) as client:
+        first = await client.post("/jobs/sleep", json={"seconds": 30}, headers=key)
+        refused = await client.post("/jobs/sleep", json={"seconds": 30}, headers=key)
+        assert (first.status_code, refused.status_code) == (202, 429)
+        assert (await client.delete(f"/jobs/{first.json()['id']}")).status_code == 401
+        deleted = await client.delete(f"/jobs/{first.json()['id']}", headers=key)
+        assert deleted.status_code == 204
+        again = await client.post("/jobs/echo", json={"message": "now"}, headers=key)
+        assert again.status_code == 202, again.text
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_a_worker_writes_no_record_of_a_job_deleted_while_it_ran(
+    backend: str, namespace: str
+) -> None:
+    """Whatever the attempt writes after the delete (progress, its outcome) replaces only a
+    record that exists: the deleted job stays deleted, on either store."""
+    settings = settings_for_test(cache_backend=backend, cache_namespace=namespace)
+    async with AsyncExitStack() as stack:
+        if backend == "redis":
+            stack.callback(delete_namespace, namespace)
+            records = (await stack.enter_async_context(open_backend(settings, Role.WORKER))).records
+        else:
+            cache = memory_cache(settings)
+            stack.push_async_callback(cache.close)
+            records = RecordStore(cache, 60, MemoryJobEvents())
+
+        async def deleted_meanwhile(parameters: EchoParameters, context: JobContext) -> EchoResult:
+            await records.delete(context.job_id)  # as DELETE /jobs/{id} does, mid-attempt
+            await context.report_progress(1, 1, "still going")
+            return EchoResult(message=parameters.message)
+
+        job_type = replace(ECHO, name="deleted_meanwhile", implementation=deleted_meanwhile)
+        submitted = JobRecord(id=new_job_id(), name=job_type.name)
+        await records.put(submitted, 60, announce=False)
+        with ThreadPoolExecutor(1) as pool:
+            runner = JobRunner(records, pool)
+            job = QueuedJob.of(submitted, {"message": "hi"}, DEFAULT_QUEUE)
+            assert await runner.run(job_type, job, attempt=1) == Finished()
+        assert await records.get(submitted.id) is None
+
+
+@pytest.mark.processes
+def test_a_job_deleted_through_one_api_is_gone_from_every_api(deployment: Deployment) -> None:
+    """The redis mode: a worker runs the job; the api that deleted it and the one it was
+    submitted through (which follows it, and hears of the delete on the job events) both
+    answer 404 on every route of its id, also after the worker has stopped it and written what
+    it writes on a cancel."""
+    with ExitStack() as stack:
+        first = start_all(stack, deployment, workers=1)
+        second = stack.enter_context(api(deployment.environment(), deployment.logs / "api-2.log"))
+        submitting, deleting = (
+            stack.enter_context(httpx.Client(base_url=served.url, timeout=10))
+            for served in (first, second)
+        )
+        job_id = deployment.submit(submitting, "sleep", {"seconds": 30})
+        wait_for(lambda: get_record(submitting, job_id)["status"] == "running", 10)
+        key = namespaced(deployment.name, job_record_key(job_id))
+        with redis_client(CACHE_DB) as cache:
+            assert cache.exists(key) == 1
+
+        assert deleting.delete(f"/jobs/{job_id}").status_code == 204
+        for client in (deleting, submitting):
+            for method, path in routes_of(job_id):
+                assert client.request(method, path).status_code == 404, (client, method, path)
+
+        worker_log = deployment.logs / "worker-0.log"
+        stopped = f"job {job_id} (sleep) cancelled while running"
+        wait_for(lambda: stopped in worker_log.read_text(), 10, what="the worker stops the job")
+        with redis_client(QUEUE_DB) as queue:
+            # arq lets go of the job once the runner returns, after its last write.
+            wait_for(
+                lambda: not queue.exists(in_progress_key_prefix + job_id),
+                10,
+                what="the worker's attempt ends",
+            )
+        for client in (deleting, submitting):
+            assert client.get(f"/jobs/{job_id}").status_code == 404
+        with redis_client(CACHE_DB) as cache:
+            assert cache.exists(key) == 0
+
+
+def routes_of(job_id: str) -> list[tuple[str, str]]:
+    return [
+        ("GET", f"/jobs/{job_id}"),
+        ("GET", f"/jobs/{job_id}?wait=5"),
+        ("GET", f"/jobs/{job_id}/events"),
+        ("POST", f"/jobs/{job_id}/cancel"),
+        ("DELETE", f"/jobs/{job_id}"),
+    ]
+
+
+async def every_route_is_404(client: httpx.AsyncClient, job_id: str) -> None:
+    for method, path in routes_of(job_id):
+        response = await asyncio.wait_for(client.request(method, path), 5)
+        assert response.status_code == 404, (method, path, response.text)
+
+
+async def submitted(
+    client: httpx.AsyncClient, job_type: str = "echo", parameters: dict[str, Any] | None = None
+) -> str:
+    response = await client.post(f"/jobs/{job_type}", json=parameters or {"message": "hi"})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def status_is(client: httpx.AsyncClient, job_id: str, status: str) -> bool:
+    return bool((await client.get(f"/jobs/{job_id}")).json()["status"] == status)
