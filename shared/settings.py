@@ -179,6 +179,31 @@ class Settings(BaseSettings):
     quota_submissions_per_second: int = Field(
         default=0, ge=0, description="Jobs one API key may submit per second (0: no limit)."
     )
+    max_batch: int = Field(
+        default=1000,
+        ge=1,
+        description="Most parameter sets one POST /jobs/{name}/batch may carry.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs callbacks (Standard Webhooks: `whsec_` and base64, as "
+        "its libraries take it); needed for a submission to name a callback_url.",
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts callbacks may go to (`*.example.com` for a domain's "
+        "subdomains, `*` for any public host); a private, loopback or link-local address is "
+        "refused unless its host or address is listed by name. Empty: callbacks are off.",
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds one callback delivery may take."
+    )
+    webhook_retry_for: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a failing callback is retried (exponential backoff with jitter) "
+        "before it is given up.",
+    )
     jobcache_jobs: str = Field(
         default="shared.builtin_jobs",
         pattern=r"^\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*$",
@@ -288,7 +313,8 @@ def describe_problem(issue: Mapping[str, Any]) -> str:
     variable = "_".join(str(part) for part in issue["loc"]).upper()
     if not variable:  # a check of several settings, whose message names them
         return str(issue["msg"]).removeprefix("Value error, ")
-    shown = "" if "PASSWORD" in variable else f" (got {issue['input']!r})"
+    secret = any(word in variable for word in ("PASSWORD", "SECRET", "KEYS"))
+    shown = "" if secret else f" (got {issue['input']!r})"
     return f"{variable}: {issue['msg']}{shown}"
 
 

@@ -1,0 +1,1 @@
+"""The Python client of jobcache's HTTP API (httpx): `Client` and `AsyncClient`."""
