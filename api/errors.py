@@ -13,6 +13,9 @@ from starlette.responses import Response
 
 from shared.errors import (
     BackendUnavailableError,
+    CallbackRefusedError,
+    IdempotencyKeyReusedError,
+    IdempotentJobsUnavailableError,
     JobAlreadyFinishedError,
     JobNotFoundError,
     QuotaExceededError,
@@ -51,6 +54,28 @@ async def quota_exceeded(request: Request, error: Exception) -> Response:
 
 async def already_finished(request: Request, error: Exception) -> Response:
     return JSONResponse(status_code=409, content={"detail": str(error)})
+
+
+async def idempotency_key_reused(request: Request, error: Exception) -> Response:
+    return JSONResponse(status_code=422, content={"detail": str(error)})
+
+
+async def idempotent_jobs_unavailable(request: Request, error: Exception) -> Response:
+    assert isinstance(error, IdempotentJobsUnavailableError)
+    # Retry-After only while the first request is under way: a repeat may then succeed.
+    headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    return JSONResponse(status_code=409, content={"detail": str(error)}, headers=headers)
+
+
+async def callback_refused(request: Request, error: Exception) -> Response:
+    """A 422 shaped as FastAPI's own for a query parameter, naming what to change."""
+    issue = {
+        "loc": ["query", "callback_url"],
+        "msg": str(error),
+        "type": "callback_refused",
+        "input": request.query_params.get("callback_url"),
+    }
+    return AsciiJSONResponse(status_code=422, content={"detail": [issue]})
 
 
 async def backend_unavailable(request: Request, error: Exception) -> Response:
@@ -112,6 +137,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownJobTypeError, unknown_job_type)
     app.add_exception_handler(JobNotFoundError, job_not_found)
     app.add_exception_handler(JobAlreadyFinishedError, already_finished)
+    app.add_exception_handler(IdempotencyKeyReusedError, idempotency_key_reused)
+    app.add_exception_handler(IdempotentJobsUnavailableError, idempotent_jobs_unavailable)
+    app.add_exception_handler(CallbackRefusedError, callback_refused)
     app.add_exception_handler(UnauthorizedError, unauthorized)
     app.add_exception_handler(QuotaExceededError, quota_exceeded)
     app.add_exception_handler(RequestValidationError, invalid_request)

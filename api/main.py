@@ -16,7 +16,7 @@ from api.errors import install_error_handlers
 from api.methods import install_method_answers
 from api.observability import RequestObserver, count_redis_errors
 from api.response_cache.factory import open_response_cache
-from api.routes import cached, dashboard, health, jobs, metrics, schedules
+from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules
 from api.services import Services
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
@@ -37,7 +37,7 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
         metrics = Metrics(catalog, system_view=True)
         hosted = embedded_worker(settings, catalog, metrics)
         backend = await stack.enter_async_context(
-            open_backend(settings, Role.API, in_process_worker=hosted)
+            open_backend(settings, Role.API, in_process_worker=hosted, catalog=catalog)
         )
         response_cache = await stack.enter_async_context(open_response_cache(settings, backend))
         yield Services(
@@ -51,8 +51,9 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
 
 
 def install_submit_routes(app: FastAPI, catalog: Catalog) -> None:
-    """Add POST /jobs/{name} for the job types loaded at startup, in place of those an earlier
-    start of this app added; the OpenAPI schema is made anew on its next read."""
+    """Add POST /jobs/{name} and /jobs/{name}/batch for the job types loaded at startup, in
+    place of those an earlier start of this app added; the OpenAPI schema is made anew on its
+    next read."""
     earlier = getattr(app.state, "submit_routes", [])
     submits = jobs.submit_routes(catalog).routes
     app.router.routes[:] = [route for route in app.router.routes if route not in earlier] + submits
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     count_redis_errors(app)
     app.add_middleware(RequestObserver)
+    app.include_router(listing.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(cached.router)

@@ -4,7 +4,7 @@ response-cache hits and misses, Redis errors, and each submitted job."""
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -101,18 +101,21 @@ def count_redis_errors(app: FastAPI) -> None:
             app.add_exception_handler(error_type, counted(handler))
 
 
-async def note_submitted(request: Request, record: JobRecord) -> None:
-    """Count a job the api just queued and remember it for the dashboard's recent jobs. A
-    failure here is counted and logged, never turned into a failed submission: the job is
+async def note_submitted(request: Request, records: Sequence[JobRecord]) -> None:
+    """Count jobs the api just queued and remember them for the dashboard's recent jobs. A
+    failure here is counted and logged, never turned into a failed submission: the jobs are
     already queued."""
     services: Services = request.app.state.services
-    services.metrics.jobs_submitted.labels(record.name).inc()
+    for record in records:
+        services.metrics.jobs_submitted.labels(record.name).inc()
     try:
-        await services.backend.overview.note_submitted(record)
+        for record in records:
+            await services.backend.overview.note_submitted(record)
     except BackendUnavailableError as error:
         services.metrics.redis_errors.labels("recent_jobs").inc()
+        record = records[0]
         logger.warning(
-            "job %s (%s) is queued but missing from the recent jobs: %r",
-            record.id, record.name, error,
+            "%d job(s) (%s, first %s) are queued but missing from the recent jobs: %r",
+            len(records), record.name, record.id, error,
             extra={"job_id": record.id, "job_type": record.name},
         )  # fmt: skip

@@ -2,6 +2,7 @@
 a route may answer with what it means, so that routes list their statuses by number
 (`responses=answers(401, 404, 503)`) and every route documents an answer the same way."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,11 +66,16 @@ ERROR_ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
 }
 
 
-def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of these error statuses, each with the error body."""
+def answers(
+    *statuses: int, meaning: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of these error statuses, each with the error body; `meaning`
+    describes a status otherwise than ERROR_ANSWERS does, for a route where it means another
+    thing."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         description, headers = ERROR_ANSWERS[status]
+        description = (meaning or {}).get(status, description)
         documented[status] = {"model": ErrorBody, "description": description}
         if headers:
             documented[status]["headers"] = headers

@@ -15,16 +15,12 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -34,6 +30,7 @@ from bench import bare_arq_worker
 from bench.http_client import LoopbackHttp
 from bench.processes import (
     ProcessGroup,
+    run_benchmark,
     start_api,
     start_redis,
     start_workers,
@@ -225,36 +222,59 @@ async def as_context(jobs: EchoJobs[Any]) -> AsyncIterator[EchoJobs[Any]]:
     yield jobs
 
 
+@dataclass(frozen=True)
+class Stage:
+    """What every benchmark sets up first: its Redis, the run's phases and jobcache's api,
+    under a namespace of the run's own."""
+
+    run: Run
+    redis_port: int
+    namespace: str
+    settings: Settings
+    workers: WorkerKind
+    """jobcache's workers."""
+    api_port: int
+
+
+async def set_stage(
+    stack: AsyncExitStack, options: argparse.Namespace, group: ProcessGroup
+) -> Stage:
+    """A private redis-server and one jobcache api for the whole run (idle, it sends Redis
+    nothing); closed with `stack`, stopped with `group`."""
+    server, redis_port = start_redis(group)
+    queue_redis = redis.asyncio.Redis(host="127.0.0.1", port=redis_port)
+    stack.push_async_callback(queue_redis.aclose)
+    await wait_for_redis(queue_redis, server)
+    namespace = f"bench-{secrets.token_hex(4)}"
+    settings = jobcache_settings(redis_port, namespace)
+    environment = jobcache_environment(settings)
+    workers = WorkerKind(
+        "jobcache-worker",
+        tuple(worker_command()),
+        environment,
+        settings.keys.queue(DEFAULT_QUEUE),
+    )
+    api, api_port = start_api(group, environment)
+    await wait_for_api(api_port, api)
+    run = Run(options, group, queue_redis, CommandStats(queue_redis))
+    return Stage(run, redis_port, namespace, settings, workers, api_port)
+
+
 async def bench(options: argparse.Namespace, group: ProcessGroup) -> str:
     started = time.monotonic()
-    server, redis_port = start_redis(group)
     async with AsyncExitStack() as stack:
-        queue_redis = redis.asyncio.Redis(host="127.0.0.1", port=redis_port)
-        stack.push_async_callback(queue_redis.aclose)
-        await wait_for_redis(queue_redis, server)
-        run = Run(options, group, queue_redis, CommandStats(queue_redis))
-        namespace = f"bench-{secrets.token_hex(4)}"
-
-        settings = jobcache_settings(redis_port, namespace)
-        environment = jobcache_environment(settings)
-        jobcache_workers = WorkerKind(
-            "jobcache-worker",
-            tuple(worker_command()),
-            environment,
-            settings.keys.queue(DEFAULT_QUEUE),
-        )
-        # One api for the whole run: idle, it sends Redis nothing.
-        api, api_port = start_api(group, environment)
-        await wait_for_api(api_port, api)
-        loopback = LoopbackHttp("127.0.0.1", api_port, CONCURRENCY)
+        stage = await set_stage(stack, options, group)
+        run, settings, redis_port = stage.run, stage.settings, stage.redis_port
+        queue_redis = run.queue_redis
+        loopback = LoopbackHttp("127.0.0.1", stage.api_port, CONCURRENCY)
         stack.push_async_callback(loopback.close)
         http = HttpJobs(loopback)
-        jobcache = Contender("jobcache HTTP", jobcache_workers, lambda: as_context(http))
+        jobcache = Contender("jobcache HTTP", stage.workers, lambda: as_context(http))
         # Opened for its own phases only: its subscription to the job events would otherwise
         # also receive every event of the others.
-        internal = Contender("jobcache internal", jobcache_workers, lambda: internal_jobs(settings))
-        arq_default = await bare_arq(stack, redis_port, namespace, tuned=False)
-        arq_tuned = await bare_arq(stack, redis_port, namespace, tuned=True)
+        internal = Contender("jobcache internal", stage.workers, lambda: internal_jobs(settings))
+        arq_default = await bare_arq(stack, redis_port, stage.namespace, tuned=False)
+        arq_tuned = await bare_arq(stack, redis_port, stage.namespace, tuned=True)
 
         for contender in (jobcache, arq_tuned, arq_default):
             await run.latency(contender)
@@ -309,22 +329,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds through the ProcessGroup, which stops every child.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_arguments(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    with (
-        tempfile.TemporaryDirectory(prefix="jobcache-bench-") as directory,
-        ProcessGroup(Path(directory)) as group,
-    ):
-        print(f"benchmarking; process logs in {directory} until the run ends", file=sys.stderr)
-        table = asyncio.run(bench(options, group))
-    print(table)
-    return 0
+    return run_benchmark(bench, parse_arguments(argv))
 
 
 if __name__ == "__main__":

@@ -6,15 +6,19 @@ environment, the command lines, the start and the stop are the end-to-end tests'
 (`tests/processes.py`): a benchmark measures the processes the tests check.
 """
 
+import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
+from typing import Any
 
 import httpx
 import redis.asyncio
@@ -221,3 +225,26 @@ async def start_workers(
 
         await wait_until(has_polled, f"{worker.name} writes {health_key}", [worker])
     return workers
+
+
+Measure = Callable[[argparse.Namespace, ProcessGroup], Coroutine[Any, Any, str]]
+"""A benchmark: its measurements with these options, in this group's processes, as a table."""
+
+
+def run_benchmark(measure: Measure, options: argparse.Namespace) -> int:
+    """Run `measure` with a process group in a scratch directory that it leaves behind
+    stopped however the run ends (an error, Ctrl-C, SIGTERM), then print its table."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    with (
+        tempfile.TemporaryDirectory(prefix="jobcache-bench-") as directory,
+        ProcessGroup(Path(directory)) as group,
+    ):
+        print(f"benchmarking; process logs in {directory} until the run ends", file=sys.stderr)
+        table = asyncio.run(measure(options, group))
+    print(table)
+    return 0
+
+
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SystemExit unwinds through the ProcessGroup, which stops every child.
+    raise SystemExit(128 + signum)

@@ -1,6 +1,7 @@
 """The one way a process opens its backend: `open_backend` builds the object graph of its mode
-(records, job events, queue, quotas, overview, schedules, and the shared store of cached
-responses), on Redis or in memory, and closes it in reverse.
+(records, job events, queue, quotas, overview, schedules, job lists, Idempotency-Keys, the
+outbox of callbacks, and the shared store of cached responses), on Redis or in memory, and
+closes it in reverse.
 
 This is the only place that chooses between the backends; everything else talks to the ports.
 The api's lifespan and the worker's startup both open it, each in its role: the api fails fast
@@ -18,12 +19,22 @@ import redis.asyncio
 from arq.connections import ArqRedis
 
 from shared.cache import memory_cache, redis_cache
+from shared.callbacks.base import CallbackOutbox
+from shared.callbacks.memory import MemoryCallbackOutbox
+from shared.callbacks.redis import RedisCallbackOutbox
+from shared.catalog import Catalog
 from shared.connections import REDIS_FAILURES, cache_redis_client, explain_redis_error
 from shared.errors import BackendUnavailableError, ConfigurationError
 from shared.events.base import JobEvents
 from shared.events.memory import MemoryJobEvents
 from shared.events.redis import RedisJobEvents
+from shared.idempotency.base import IdempotencyBook
+from shared.idempotency.memory import MemoryIdempotencyBook
+from shared.idempotency.redis import RedisIdempotencyBook
 from shared.keys import ResponseKeys
+from shared.listing.base import JobListing, longest_record_life
+from shared.listing.memory import MemoryJobListing
+from shared.listing.redis import RedisJobListing
 from shared.outages import ride_out_outages
 from shared.overview.base import Overview
 from shared.overview.memory import MemoryOverview
@@ -65,6 +76,12 @@ class Backend:
     """Where the api's response cache keeps responses (api/response_cache opens it)."""
     schedules: ScheduleBook
     """The claimed due times and last runs of the scheduled job types (worker/scheduler.py)."""
+    listing: JobListing
+    """Each owner's list of its jobs (GET /jobs); the records store writes it."""
+    idempotency: IdempotencyBook
+    """The Idempotency-Keys of the last 24 hours and the jobs each made."""
+    callbacks: CallbackOutbox
+    """The callbacks of finished jobs until they are delivered (worker/deliveries.py)."""
     queue_client: redis.asyncio.Redis | None
     """A client of the queue's Redis (the arq pool), for health checks; None without Redis."""
 
@@ -94,31 +111,38 @@ async def open_backend(
     *,
     queue_client: ArqRedis | None = None,
     in_process_worker: InProcessWorker | None = None,
+    catalog: Catalog | None = None,
 ) -> AsyncIterator[Backend]:
     """Open the backend `settings.cache_backend` names, for an api or a worker process.
 
     `queue_client`: the arq pool a worker already made (arq's Worker needs its pool before it
     starts); the api's is opened here. `in_process_worker`: what runs jobs in the local mode.
+    `catalog`: the job types, whose longest record life bounds the job lists (CACHE_TTL's
+    alone without it).
     A Redis that does not answer or refuses the credentials is a StartupError naming the
     setting to check.
     """
     backend = settings.cache_backend
+    keep_listed = longest_record_life(settings.cache_ttl, catalog.values() if catalog else ())
     async with AsyncExitStack() as stack:
         if backend == "redis":
-            yield await _open_redis(settings, role, stack, queue_client)
+            yield await _open_redis(settings, role, stack, queue_client, keep_listed)
         elif backend == "local":
             if role is not Role.API or in_process_worker is None:
                 raise ConfigurationError(
                     "CACHE_BACKEND=local: jobs run inside the api process, which must host "
                     "them; a separate worker needs CACHE_BACKEND=redis"
                 )
-            yield await _open_memory(settings, stack, in_process_worker)
+            yield await _open_memory(settings, stack, in_process_worker, keep_listed)
         else:
             assert_never(backend)
 
 
 async def _open_memory(
-    settings: Settings, stack: AsyncExitStack, in_process_worker: InProcessWorker
+    settings: Settings,
+    stack: AsyncExitStack,
+    in_process_worker: InProcessWorker,
+    keep_listed: int,
 ) -> Backend:
     cache = memory_cache(settings)
     stack.push_async_callback(cache.close)
@@ -129,14 +153,18 @@ async def _open_memory(
     stack.push_async_callback(overview.close)
     schedules = MemoryScheduleBook()
     stack.push_async_callback(schedules.close)
+    listing = MemoryJobListing(keep_listed)
     built = Backend(
-        records=RecordStore(cache, settings.cache_ttl, events),
+        records=RecordStore(cache, settings.cache_ttl, events, listing),
         events=events,
         queue=queue,
         quotas=MemoryQuotaLedger(),
         overview=overview,
         responses=MemoryResponseStore(),
         schedules=schedules,
+        listing=listing,
+        idempotency=MemoryIdempotencyBook(),
+        callbacks=MemoryCallbackOutbox(),
         queue_client=None,
     )
     await stack.enter_async_context(in_process_worker(built, queue, overview))
@@ -144,7 +172,11 @@ async def _open_memory(
 
 
 async def _open_redis(
-    settings: Settings, role: Role, stack: AsyncExitStack, queue_client: ArqRedis | None
+    settings: Settings,
+    role: Role,
+    stack: AsyncExitStack,
+    queue_client: ArqRedis | None,
+    keep_listed: int,
 ) -> Backend:
     keys = settings.keys
     if queue_client is None:
@@ -172,8 +204,14 @@ async def _open_redis(
         ride_out_outages(cache_client.connection_pool)
     events = RedisJobEvents(cache_client, keys.job_events_channel)
     replica_acks = ReplicaAcks.of(settings)
+    listing = RedisJobListing(cache_client, keys, keep_listed)
     records = RedisRecordStore(
-        cache, settings.cache_ttl, events, replica_acks, wait_for_replicas=role is Role.WORKER
+        cache,
+        settings.cache_ttl,
+        events,
+        replica_acks,
+        wait_for_replicas=role is Role.WORKER,
+        listing=listing,
     )
     if role is Role.API:
         await _answered(settings, records.ping(), cache=True)
@@ -185,6 +223,11 @@ async def _open_redis(
     stack.push_async_callback(overview.close)
     schedules = RedisScheduleBook(queue_client, keys)
     stack.push_async_callback(schedules.close)
+    # On the queue's Redis, which never evicts: a callback must outlive its worker.
+    callbacks = RedisCallbackOutbox(
+        queue_client, keys, replica_acks, keep_trying=role is Role.WORKER
+    )
+    stack.push_async_callback(callbacks.close)
     return Backend(
         records=records,
         events=events,
@@ -193,6 +236,9 @@ async def _open_redis(
         overview=overview,
         responses=RedisResponseStore(cache_client, ResponseKeys(keys.namespace).channel),
         schedules=schedules,
+        listing=listing,
+        idempotency=RedisIdempotencyBook(cache_client, keys),
+        callbacks=callbacks,
         queue_client=queue_client,
     )
 

@@ -53,6 +53,11 @@ class RetryableJobError(JobFailedError):
     """Raised by job code when a later attempt may succeed; retried if the job type allows."""
 
 
+class CallbackRefusedError(JobcacheError):
+    """A submission names a callback_url that jobcache will not call: callbacks are off, or the
+    URL or its host is not allowed (the message says which, and what to set)."""
+
+
 class UnauthorizedError(JobcacheError):
     """The request carries no API key, or one that is not configured."""
 
@@ -63,3 +68,25 @@ class QuotaExceededError(JobcacheError):
     def __init__(self, message: str, retry_after: int) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class IdempotencyKeyReusedError(JobcacheError):
+    """A request's Idempotency-Key was used within 24 h by a request that asked for something
+    else (another job type, body or query parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key was already used with a different request (another job type, "
+            "body or query parameters) in the last 24 hours; send a new key for a new request"
+        )
+
+
+class IdempotentJobsUnavailableError(JobcacheError):
+    """A repeat of a request with an Idempotency-Key cannot be answered with the jobs the first
+    request made: that request is still under way, or its jobs are gone."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds to wait before repeating, when the first request is still under way; None
+        when its jobs are gone (a repeat cannot succeed)."""

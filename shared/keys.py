@@ -8,6 +8,17 @@ On the cache's Redis (REDIS_CACHE_DB, or the server that CACHE_REDIS_* names):
 - `<ns>:in-flight:<owner>`, sorted set: an API key's unfinished job ids, scored by when each
   stops counting; gone a day after its newest job at the latest.
 - `<ns>:rate:<owner>`, string: an API key's submissions this second; lives 1 s.
+- `<ns>:jobs:<owner>`, sorted set: the ids of the jobs an API key submitted (`<ns>:jobs:open`:
+  those submitted without a key, and the scheduled runs), scored by their `created_at` in
+  microseconds; GET /jobs pages through it (shared/listing/). Written with the records, in the
+  same round trip; members older than the longest a record can live (a day waiting to start,
+  the longest run the catalog allows, then a day or the longest result TTL, whichever is
+  longer) are dropped as it is written (at most every 10 s per process), ids whose records
+  have expired as a page reads them, and a deleted job's at once; the set expires that long
+  (and 10 s) after its last write.
+- `<ns>:idempotency:<owner>:<sha256 of the Idempotency-Key>`, string: JSON of the job ids a
+  request with that key made and a digest of the request (shared/idempotency/); lives 24 h.
+  `<owner>` is `open` for requests without an API key. The key itself is never stored.
 - `<ns>:response:<namespace>:<path digest>:<variant digest>`, string: a cached response;
   lives its endpoint's TTL (CACHE_TTL by default).
 - `<ns>:response-lock:<namespace>:...`, string: the fill lock of one response; lives
@@ -26,8 +37,8 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
 - `arq:retry:<id>`, string: arq's count of the job's deliveries; arq's TTL (a day).
 - `<ns>:queue:<queue>:health-check`, string: arq's worker health line (of a worker's first
   queue); lives an hour.
-- `<ns>:queue:<queue>:wakeup`, channel: the id of each job queued there, for idle workers
-  that serve that queue.
+- `<ns>:queue:<queue>:wakeup`, channel: the id of each job queued there (nothing, for a batch:
+  read the queue), for idle workers that serve that queue.
 - `<ns>:cancel`, channel: the id of each job a client cancelled, for its worker.
 - `<ns>:workers`, sorted set: live worker ids, scored by their last heartbeat; no TTL, stale
   members dropped by every heartbeat.
@@ -39,6 +50,16 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
   (CLAIM_TTL).
 - `<ns>:schedule:<name>:last-run`, string: the scheduled job type's last run as JSON (job id
   and due time); no TTL (one small key per scheduled job type).
+- `<ns>:callbacks`, sorted set: the outbox of callbacks (shared/callbacks/redis.py), job ids
+  scored by when their callback is next due (ms): an attempt's retry, a claim's lease running
+  out, or a recheck of one waiting for its job's end; no TTL, a member leaves when its
+  callback is delivered or given up.
+- `<ns>:callback:<id>`, hash: one callback in the outbox: `url`, `attempts`,
+  `first_attempt_ms`, `lease` (the token of the claim delivering it, or empty), `waiting` (1
+  while it waits for its job's end to be written) and `scheduled_ms`; no TTL, deleted with its
+  member of `<ns>:callbacks` (within WEBHOOK_RETRY_FOR of its first attempt).
+- `<ns>:callbacks:ready`, channel: the id of each job whose callback the api made ready (a
+  cancel), for the workers' deliverers.
 
 The `arq:` keys are arq's own names (arq.constants), shared by every namespace; job ids are
 random, so deployments never collide on them.
@@ -53,6 +74,9 @@ from datetime import datetime
 from arq.constants import health_check_key_suffix, in_progress_key_prefix, job_key_prefix
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+OPEN_OWNER = "open"
+"""Stands for the owner of jobs submitted without an API key in the names of per-owner keys
+(an owner is otherwise a key's hex digest, so the two never meet)."""
 
 
 def new_job_id() -> str:
@@ -134,12 +158,35 @@ class Keys:
     def submission_rate(self, owner: str) -> str:
         return f"{self.namespace}:rate:{owner}"
 
+    def job_list(self, owner: str | None) -> str:
+        """The ids of one owner's jobs, by creation time (an API key's digest; None: open)."""
+        return f"{self.namespace}:jobs:{owner or OPEN_OWNER}"
+
+    def idempotency(self, owner: str | None, key_digest: str) -> str:
+        """What a request with an Idempotency-Key made, by the key's digest, per owner so
+        that the keys of different callers never collide."""
+        return f"{self.namespace}:idempotency:{owner or OPEN_OWNER}:{key_digest}"
+
     def schedule_claim(self, name: str, due: datetime) -> str:
         """The claim of one due time of a scheduled job type, by its time in ms."""
         return f"{self.namespace}:schedule:{name}:{round(due.timestamp() * 1000)}"
 
     def schedule_last_run(self, name: str) -> str:
         return f"{self.namespace}:schedule:{name}:last-run"
+
+    @property
+    def callbacks(self) -> str:
+        """The outbox of callbacks: job ids by when their callback is due (ms)."""
+        return f"{self.namespace}:callbacks"
+
+    def callback(self, job_id: str) -> str:
+        """One callback of the outbox (a hash); `callback("")` is the prefix of them all."""
+        return f"{self.namespace}:callback:{job_id}"
+
+    @property
+    def callbacks_ready_channel(self) -> str:
+        """On which the api tells the workers' deliverers that a callback may go now."""
+        return f"{self.namespace}:callbacks:ready"
 
 
 @dataclass(frozen=True)

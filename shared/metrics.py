@@ -32,6 +32,8 @@ QUEUE_WAIT_BUCKETS = (
 
 OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
 """How an attempt can end, as the job duration histogram labels it."""
+CALLBACK_OUTCOMES = ("delivered", "retried", "failed", "dropped")
+"""How a callback attempt can end (jobcache_callback_deliveries_total)."""
 
 
 class Metrics:
@@ -94,6 +96,15 @@ class Metrics:
             ["namespace", "route", "result"],
             registry=self.registry,
         )
+        self.callback_deliveries = Counter(
+            "jobcache_callback_deliveries",
+            "Callback attempts by outcome: delivered (a 2xx), retried (failed, to be tried "
+            "again), failed (given up), and dropped (no attempt: the job's record was gone).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in CALLBACK_OUTCOMES:
+            self.callback_deliveries.labels(outcome)
         self.redis_errors = Counter(
             "jobcache_redis_errors",
             "Redis commands that failed or timed out, by what this process was doing.",

@@ -4,11 +4,20 @@ pipeline and so on the same connection, by Redis' WAIT, and counts as done only 
 replicas have it. Replication is asynchronous otherwise: a master that acknowledged a write and
 died a moment later may take it with it when Sentinel promotes a replica."""
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import BackendUnavailableError
 from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RETRY_FIRST = 0.1
+RETRY_CAP = 2.0
+"""A write the replicas did not acknowledge is made again after these seconds, doubling."""
 
 
 class ReplicasBehindError(BackendUnavailableError):
@@ -42,3 +51,17 @@ class ReplicaAcks:
                 f"REDIS_MIN_REPLICAS_ACK asks for acknowledged {what} within "
                 f"{self.timeout:g}s"
             )
+
+
+async def until_replicated(write: Callable[[], Awaitable[None]], what: str) -> None:
+    """Make `write` (which raises ReplicasBehindError when the replicas lag) again until the
+    replicas have it: a worker's way with what must not be lost."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            await write()
+            return
+        except ReplicasBehindError as error:
+            logger.warning("%s: %s; writing it again in %.1fs", what, error, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_CAP)

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 from shared.keys import Keys
+from shared.webhooks.addresses import AllowedHosts
+from shared.webhooks.signing import secret_problem
 
 CacheBackend = Literal["local", "redis"]
 
@@ -201,8 +203,15 @@ class Settings(BaseSettings):
     webhook_retry_for: float = Field(
         default=3600.0,
         gt=0,
+        le=86400,
         description="Seconds a failing callback is retried (exponential backoff with jitter) "
-        "before it is given up.",
+        "before it is given up; at most a day, as long as a pending callback keeps its record.",
+    )
+    webhook_retry_first: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds before the first retry of a failed callback, doubled for each "
+        "later one up to 5 minutes, each drawn at random below that (full jitter).",
     )
     jobcache_jobs: str = Field(
         default="shared.builtin_jobs",
@@ -250,6 +259,29 @@ class Settings(BaseSettings):
         """The queues WORKER_QUEUES names, each once, in order; empty for every queue."""
         names = [name.strip() for name in self.worker_queues.split(",") if name.strip()]
         return list(dict.fromkeys(names))
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        """`WEBHOOK_SECRET=` (as .env.example has it) means no secret."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_signs(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = secret_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _hosts_are_hosts(cls, value: str) -> str:
+        AllowedHosts.parse(value)  # a ValueError names the bad entry
+        return value
 
     @field_validator("redis_sentinels")
     @classmethod

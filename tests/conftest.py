@@ -16,6 +16,7 @@ import redis
 from asgi_lifespan import LifespanManager
 
 from api.main import create_app
+from api.services import Services
 from shared.catalog import DEFAULT_QUEUE
 from shared.keys import Keys
 from shared.settings import Settings
@@ -24,6 +25,7 @@ from tests.deployments import (
     REDIS_HOST,
     REDIS_PORT,
     Deployment,
+    delete_namespace,
     delete_what_deployment_created,
     redis_client,
 )
@@ -38,6 +40,20 @@ def namespace() -> str:
 def settings_for_test(**values: Any) -> Settings:
     """Settings from these values and defaults only: no environment file is read."""
     return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(params=["local", "redis"])
+def mode(request: pytest.FixtureRequest, namespace: str) -> Iterator[str]:
+    """Each mode of an in-process app: `local` (it runs its jobs itself), or `redis` (on the
+    shared Redis, without a worker: its jobs stay queued), whose keys are deleted after."""
+    yield request.param
+    if request.param == "redis":
+        delete_namespace(namespace)
+
+
+def settings_in(mode: str, namespace: str, **values: Any) -> Settings:
+    """Settings of `mode` under the test's namespace, with these values."""
+    return settings_for_test(cache_backend=mode, cache_namespace=namespace, cpu_workers=1, **values)
 
 
 @pytest.fixture
@@ -55,6 +71,13 @@ async def local_client(local_settings: Settings) -> AsyncIterator[httpx.AsyncCli
 @asynccontextmanager
 async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app for these settings, started in its lifespan, with an HTTP client talking to it."""
+    async with served_for(settings) as (_, client):
+        yield client
+
+
+@asynccontextmanager
+async def served_for(settings: Settings) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    """As `client_for`, and what the started app opened (its backend, settings, catalog)."""
     app = create_app(settings)
     async with (
         LifespanManager(app, startup_timeout=15, shutdown_timeout=15) as manager,
@@ -62,7 +85,7 @@ async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             transport=httpx.ASGITransport(app=manager.app), base_url="http://jobcache.test"
         ) as client,
     ):
-        yield client
+        yield app.state.services, client
 
 
 async def eventually(

@@ -83,6 +83,23 @@ def delete_what_deployment_created(deployment: Deployment) -> None:
         client.close()
 
 
+def delete_namespace(namespace: str) -> None:
+    """The keys the redis mode created under the namespace, and arq's keys of its jobs."""
+    with redis_client(QUEUE_DB) as queue, redis_client(CACHE_DB) as cache:
+        job_ids = [
+            job_id
+            for key in queue.scan_iter(match=f"{namespace}:queue:*")
+            for job_id in queue.zrange(key, 0, -1)
+        ]
+        arq_keys = [prefix + job_id for job_id in job_ids for prefix in ARQ_KEY_PREFIXES]
+        for client, keys in (
+            (queue, [*queue.scan_iter(match=f"{namespace}:*"), *arq_keys]),
+            (cache, list(cache.scan_iter(match=f"{namespace}:*"))),
+        ):
+            if keys:
+                client.delete(*keys)
+
+
 def get_record(client: httpx.Client, job_id: str) -> dict[str, Any]:
     response = client.get(f"/jobs/{job_id}")
     assert response.status_code == 200, response.text

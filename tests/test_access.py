@@ -93,8 +93,10 @@ def test_bad_input_is_never_queued_and_makes_no_keys(deployment: Deployment) -> 
 
         queue = redis_client(QUEUE_DB)
         assert queue.zcard(f"{deployment.name}:queue:default") == 1, "only the good job is queued"
+        # The good job's record, and the list of jobs submitted without a key (GET /jobs).
         assert keys_matching(CACHE_DB, f"{deployment.name}:*") == [
-            f"{deployment.name}:job:{job_id}"
+            f"{deployment.name}:job:{job_id}",
+            f"{deployment.name}:jobs:open",
         ]
         stack.enter_context(worker(environment, deployment.logs / "worker.log"))
         record = client.get(f"/jobs/{job_id}", params={"wait": 10}).json()

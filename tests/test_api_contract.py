@@ -31,10 +31,10 @@ from shared.queue import QueuedJob
 from shared.records import JobRecord, RecordStore
 from tests.conftest import client_for, eventually, finished_record, settings_for_test
 from tests.deployments import (
-    ARQ_KEY_PREFIXES,
     CACHE_DB,
     QUEUE_DB,
     Deployment,
+    delete_namespace,
     get_record,
     redis_client,
     start_all,
@@ -72,23 +72,6 @@ FUZZ_CONFIG = {
         "response_schema_conformance": {"enabled": True},
     },
 }
-
-
-def delete_namespace(namespace: str) -> None:
-    """The keys the redis mode created under the namespace, and arq's keys of its jobs."""
-    with redis_client(QUEUE_DB) as queue, redis_client(CACHE_DB) as cache:
-        job_ids = [
-            job_id
-            for key in queue.scan_iter(match=f"{namespace}:queue:*")
-            for job_id in queue.zrange(key, 0, -1)
-        ]
-        arq_keys = [prefix + job_id for job_id in job_ids for prefix in ARQ_KEY_PREFIXES]
-        for client, keys in (
-            (queue, [*queue.scan_iter(match=f"{namespace}:*"), *arq_keys]),
-            (cache, list(cache.scan_iter(match=f"{namespace}:*"))),
-        ):
-            if keys:
-                client.delete(*keys)
 
 
 def documented_openapi() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from arq.worker import func
 from shared.catalog import DEFAULT_QUEUE
 from shared.keys import Keys, new_job_id
 from tests.conftest import eventually
-from tests.deployments import REDIS_HOST, REDIS_PORT
+from tests.deployments import ARQ_KEY_PREFIXES, REDIS_HOST, REDIS_PORT
 from worker.arq_internals import ClaimingWorker, JobClaims, QueueWaitingRedis
 
 LEASE_SECONDS = 5.0
@@ -181,3 +181,49 @@ async def test_a_job_named_twice_in_one_read_starts_once(queue: str) -> None:
         assert await pool.zscore(queue, job.job_id) is None
     finally:
         await worker.close()
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_jobs_left_for_want_of_a_slot_are_read_again_without_a_wake_up(
+    client: redis.asyncio.Redis, queue: str, namespace: str
+) -> None:
+    """A batch's jobs share one wake-up. A worker with no slot free for some of them must hand
+    them on within moments once a slot frees, even if its read finds the queue as the last one
+    did (a job's slot frees a moment after its end took it off the queue), instead of waiting
+    out WORKER_FALLBACK_POLL for a wake-up that is not coming."""
+    release = asyncio.Event()
+
+    async def hold(ctx: dict[str, Any], message: str) -> None:
+        await release.wait()
+
+    pool = QueueWaitingRedis(
+        queues=[queue], fallback_poll=30, host=REDIS_HOST, port=REDIS_PORT,
+        default_queue_name=queue,
+    )  # fmt: skip
+    await pool.listen_for_wakeups({queue: Keys(namespace).wakeup_channel(DEFAULT_QUEUE)})
+    worker = ClaimingWorker(
+        worker_id="worker-a", lease_seconds=LEASE_SECONDS, functions=[func(hold, name="hold")],
+        redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0, max_jobs=1,
+        handle_signals=False,
+    )  # fmt: skip
+    jobs = [await pool.enqueue_job("hold", str(number), _queue_name=queue) for number in range(3)]
+
+    async def read() -> list[bytes]:
+        found: list[bytes] = await pool.zrangebyscore(
+            queue, min=float("-inf"), max=timestamp_ms(), start=0, num=500
+        )
+        return found
+
+    try:
+        first = await read()
+        assert len(first) == 3
+        await worker.start_jobs(first)
+        assert worker.job_counter == 1, "one slot: two due jobs are left"
+        assert await asyncio.wait_for(read(), 5) == first
+    finally:
+        release.set()
+        await asyncio.gather(*worker.tasks.values())
+        await pool.stop_listening()
+        await worker.close()
+        job_keys = [prefix + job.job_id for job in jobs if job for prefix in ARQ_KEY_PREFIXES]
+        await client.delete(queue, *job_keys)

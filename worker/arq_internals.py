@@ -35,7 +35,8 @@ fails loudly at a worker's start, and in the tests, if the installed arq lacks a
 3. The wait. An idle worker waits for a wake-up that the api publishes on enqueue, naming the
    job (or for WORKER_FALLBACK_POLL, so a lost wake-up only delays a job), then hands arq the
    jobs the wake-ups named, or reads again: idle workers cost Redis a couple of commands per
-   fallback period, and a new job is picked up at once.
+   fallback period, and a new job is picked up at once. A worker whose last claim left due
+   jobs for want of a slot waits LEFT_BEHIND_RECHECK only: a batch's jobs share one wake-up.
 4. The queues. arq's Worker serves one queue; this one serves every queue of WORKER_QUEUES
    with one set of slots. Each read takes the due jobs of every queue in one round trip and
    interleaves them (the first of each queue, then the second of each...), starting with the
@@ -67,6 +68,10 @@ from shared.outages import ride_out_outages
 from shared.subscriptions import Subscription
 
 logger = logging.getLogger(__name__)
+
+LEFT_BEHIND_RECHECK = 0.005
+"""Seconds a worker that left due jobs for want of a slot waits for a wake-up before it reads
+the queue again."""
 
 WORKER_ATTRIBUTES = (
     "start_jobs",
@@ -214,9 +219,12 @@ class ClaimingWorker(Worker):
             for job_id in dict.fromkeys(map(bytes.decode, job_ids))
             if not self._running_here(job_id)
         ]
-        for job_id, score, queue in await self._claims.claim(
-            candidates, free=self.max_jobs - self.job_counter
-        ):
+        free = self.max_jobs - self.job_counter
+        claimed = await self._claims.claim(candidates, free=free)
+        note_left_behind = getattr(self.pool, "note_left_behind", None)
+        if note_left_behind is not None:
+            note_left_behind(len(claimed) == free < len(candidates))
+        for job_id, score, queue in claimed:
             # Never waits: arq's semaphore has a slot for every job below max_jobs.
             await self.sem.acquire()
             self.job_counter += 1
@@ -303,6 +311,15 @@ class QueueWaitingRedis(ArqRedis):
         self._full_read_at = 0.0
         self._subscriptions: list[Subscription] = []
         self._last_read: list[bytes] = []
+        self._left_behind = False
+
+    def note_left_behind(self, left_behind: bool) -> None:
+        """Whether the worker's last claim left due jobs for want of a free slot. If so, and
+        the next read finds the same jobs, it waits for a wake-up only LEFT_BEHIND_RECHECK
+        before reading again, not WORKER_FALLBACK_POLL: a job's slot frees a moment after its
+        end took it off the queue, so a read in between finds what the next one will, and a
+        batch's jobs share one wake-up."""
+        self._left_behind = left_behind
 
     def queue_of(self, job_id: str) -> str:
         """The key of the queue on which the last read found the job (ClaimingWorker)."""
@@ -396,7 +413,9 @@ class QueueWaitingRedis(ArqRedis):
         # Nothing queued, or only the jobs seen last time, which are running (here or on
         # another worker): nothing new to start until a wake-up or the fallback period.
         try:
-            async with asyncio.timeout(self._fallback_poll):
+            async with asyncio.timeout(
+                LEFT_BEHIND_RECHECK if self._left_behind and job_ids else self._fallback_poll
+            ):
                 await self._wakeup.wait()
         except TimeoutError:
             pass

@@ -9,11 +9,13 @@ from dataclasses import replace
 
 from shared.activity import WorkerActivity, new_worker_id
 from shared.backend import Backend, InProcessWorker
+from shared.callbacks import CallbackOutbox
 from shared.catalog import Catalog, JobType
 from shared.metrics import Metrics
 from shared.overview.memory import MemoryOverview
 from shared.queue.memory import MemoryQueue
 from shared.settings import Settings
+from worker.deliveries import CallbackDeliverer
 from worker.runner import JobRunner, RetryLater, running_jobs
 from worker.scheduler import Scheduler
 
@@ -29,8 +31,11 @@ class EmbeddedWorker:
         runner: JobRunner,
         concurrency: int,
         job_types: Mapping[str, JobType],
+        callbacks: CallbackOutbox | None = None,
     ) -> None:
+        """`callbacks`: the outbox whose callbacks of a job wait while an attempt runs it."""
         self._queue = queue
+        self._callbacks = callbacks
         self._runner = runner
         self._concurrency = concurrency
         self._job_types = job_types
@@ -55,11 +60,18 @@ class EmbeddedWorker:
         while True:
             delivery = await self._queue.take()
             job_type = self._job_types[delivery.job.name]
-            # A task of its own, so that cancelling this job leaves the consumer running.
-            outcome = await asyncio.create_task(
-                self._runner.run(job_type, delivery.job, attempt=delivery.attempt),
-                name=f"job {delivery.job.id}",
-            )
+            callbacks = self._callbacks if delivery.job.callback_url is not None else None
+            if callbacks is not None:
+                callbacks.hold(delivery.job.id)
+            try:
+                # A task of its own, so that cancelling this job leaves the consumer running.
+                outcome = await asyncio.create_task(
+                    self._runner.run(job_type, delivery.job, attempt=delivery.attempt),
+                    name=f"job {delivery.job.id}",
+                )
+            finally:
+                if callbacks is not None:
+                    callbacks.release(delivery.job.id)
             if isinstance(outcome, RetryLater):
                 self._queue.defer(replace(delivery, attempt=delivery.attempt + 1), outcome.delay)
 
@@ -80,13 +92,18 @@ def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> I
         )
         overview.show_worker(activity.status)
         async with running_jobs(settings, backend, activity) as runner:
-            worker = EmbeddedWorker(queue, runner, settings.worker_concurrency, catalog)
+            worker = EmbeddedWorker(
+                queue, runner, settings.worker_concurrency, catalog, backend.callbacks
+            )
             worker.start()
             scheduler = Scheduler(catalog, backend, activity.worker_id, metrics)
             scheduler.start()
+            deliverer = CallbackDeliverer(settings, backend, catalog, metrics)
+            await deliverer.start()
             try:
                 yield
             finally:
+                await deliverer.close()
                 await scheduler.close()
                 await worker.close()
 

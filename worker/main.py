@@ -27,6 +27,7 @@ from shared.queue.redis import job_deserializer, job_serializer
 from shared.records import UNFINISHED_RECORD_TTL
 from shared.settings import Settings, load_settings
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
+from worker.deliveries import CallbackDeliverer
 from worker.monitoring import start_monitoring
 from worker.runner import REDELIVERIES, JobRunner, RetryLater, running_jobs
 from worker.scheduler import Scheduler
@@ -67,6 +68,8 @@ def arq_function(job_type: JobType) -> Function:
             raise Retry(defer=UNRECORDED_RETRY_DELAY) from None
         if isinstance(outcome, RetryLater):
             raise Retry(defer=outcome.delay)
+        if job.callback_url is not None:
+            ctx["callback_ready"] = True  # once arq has let go of the job (job_ended)
 
     return func(
         run,
@@ -100,6 +103,13 @@ def keep_tasks_referenced(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_task_factory(create_task)  # type: ignore[arg-type]
 
 
+async def job_ended(ctx: dict[str, Any]) -> None:
+    """arq's hook after it let go of a job (its in-progress key is deleted): a callback the
+    job ended with may go now, and this worker's deliverer takes it at once."""
+    if ctx.get("callback_ready"):
+        ctx["callbacks"].release(ctx["job_id"])
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     """Open what the worker needs, all on one exit stack that shutdown closes in reverse."""
     settings: Settings = ctx["settings"]
@@ -117,7 +127,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     resources.push_async_callback(leases.close)
     ctx["leases"] = leases
     backend = await resources.enter_async_context(
-        open_backend(settings, Role.WORKER, queue_client=pool)
+        open_backend(settings, Role.WORKER, queue_client=pool, catalog=catalog)
     )
     activity = WorkerActivity(
         Metrics(catalog),
@@ -126,6 +136,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         queues=queues,
     )
     ctx["runner"] = await resources.enter_async_context(running_jobs(settings, backend, activity))
+    ctx["callbacks"] = backend.callbacks
+    # Its own task and connections, apart from the job slots: a slow receiver holds up no job.
+    deliverer = CallbackDeliverer(settings, backend, catalog, activity.metrics)
+    await deliverer.start()
+    resources.push_async_callback(deliverer.close)
     monitoring = await start_monitoring(settings, backend.overview, activity)
     resources.push_async_callback(monitoring.close)
     # Every worker runs the scheduler; its claims make each due time run once.
@@ -186,6 +201,7 @@ def worker_options(settings: Settings, catalog: Catalog) -> dict[str, Any]:
         "log_results": False,
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "after_job_end": job_ended,
         "ctx": {"settings": settings, "catalog": catalog, "queues": queues},
         "worker_id": new_worker_id(),
         "lease_seconds": settings.worker_lease,

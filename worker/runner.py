@@ -19,12 +19,20 @@ from pydantic import ValidationError
 
 from shared.activity import WorkerActivity
 from shared.backend import Backend
+from shared.callbacks import CallbackOutbox
 from shared.catalog import JobType
 from shared.errors import JobFailedError, RetryableJobError
 from shared.logs import job_event
 from shared.queue import QueuedJob
 from shared.quotas import QuotaLedger
-from shared.records import CANCELLED_MESSAGE, JobRecord, JobStatus, RecordStore, utcnow
+from shared.records import (
+    CANCELLED_MESSAGE,
+    Callback,
+    JobRecord,
+    JobStatus,
+    RecordStore,
+    utcnow,
+)
 from shared.settings import Settings
 from worker.attempt_records import AttemptRecords
 from worker.context import AttemptContext, create_cpu_pool
@@ -82,8 +90,11 @@ class JobRunner:
         cpu_pool: Executor,
         activity: WorkerActivity | None = None,
         quotas: QuotaLedger | None = None,
+        callbacks: CallbackOutbox | None = None,
     ) -> None:
         self._records = records
+        # A job with a callback_url has it put in the outbox before its end is recorded.
+        self._callbacks = callbacks
         self._cpu_pool = cpu_pool
         # Whoever ends a job releases its quota (the api, for a job it cancels while queued).
         self._quotas = quotas
@@ -115,7 +126,10 @@ class JobRunner:
             created_at=job.created_at,
             owner=job.owner,
             scheduled_for=job.scheduled_for,
+            callback=Callback(url=job.callback_url) if job.callback_url is not None else None,
         )
+        if attempt > 1 and await self._ended_before(record):
+            return Finished()
         if attempt > job_type.max_attempts + REDELIVERIES:
             # Every earlier delivery ended without an outcome: its worker died or stopped
             # mid-attempt, or could not write the record (worker/main.py).
@@ -150,6 +164,21 @@ class JobRunner:
             self._running.pop(job_id, None)
             self._writers.pop(job_id, None)
             self._cancel_requested.discard(job_id)
+
+    async def _ended_before(self, record: JobRecord) -> bool:
+        """Whether an earlier delivery of the job recorded its end (its worker died before
+        telling the queue): it is not run again, which would take a finished record back to
+        running and make a second end (and a second callback)."""
+        stored = await self._records.get(record.id)
+        if stored is None or not stored.status.finished:
+            return False
+        logger.info(
+            "job %s (%s): attempt %d finds the job %s already; not run again",
+            record.id, record.name, record.attempts, stored.status.value,
+        )  # fmt: skip
+        if record.owner is not None and self._quotas is not None:
+            await self._quotas.release(record.owner, record.id)
+        return True
 
     async def _attempt(
         self, job_type: JobType, record: JobRecord, ttl: int, parameters: Mapping[str, Any]
@@ -245,6 +274,10 @@ class JobRunner:
         record.error = error
         record.finished_at = utcnow()
         self._activity.finished(record)
+        if record.callback is not None and self._callbacks is not None:
+            # Before the end is recorded: a worker that dies in between leaves the callback
+            # to another, which sends it once an attempt has recorded the end.
+            await self._callbacks.schedule(record.id, record.callback.url)
         await self._writer(record.id).put(record, ttl)
         if record.owner is not None and self._quotas is not None:
             await self._quotas.release(record.owner, record.id)
@@ -265,7 +298,7 @@ async def running_jobs(
     that a client cancels while they run."""
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     try:
-        runner = JobRunner(backend.records, cpu_pool, activity, backend.quotas)
+        runner = JobRunner(backend.records, cpu_pool, activity, backend.quotas, backend.callbacks)
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner
     finally:

@@ -2,7 +2,7 @@
 job to whoever runs it. Redis (arq) and memory (the local mode) are its two backends, in
 shared/queue/redis.py and shared/queue/memory.py."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,8 @@ class QueuedJob(BaseModel):
     """The queue it waits on: its job type's."""
     scheduled_for: datetime | None = None
     """The due time, for a run of a scheduled job type (worker/scheduler.py)."""
+    callback_url: str | None = None
+    """Where the record is POSTed when the job has finished (its record's `callback`)."""
 
     @classmethod
     def of(cls, record: JobRecord, parameters: dict[str, Any], queue: str) -> "QueuedJob":
@@ -42,6 +44,7 @@ class QueuedJob(BaseModel):
             owner=record.owner,
             queue=queue,
             scheduled_for=record.scheduled_for,
+            callback_url=record.callback.url if record.callback is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -55,6 +58,11 @@ class QueuedJob(BaseModel):
 class JobQueue(Protocol):
     async def enqueue(self, job: QueuedJob) -> None:
         """Hand the job to whoever runs it; return once it is safely queued."""
+        ...
+
+    async def enqueue_many(self, jobs: Sequence[QueuedJob]) -> None:
+        """Hand the jobs to whoever runs them, all or none (a failure takes back those queued
+        already), in a fixed number of round trips however many they are."""
         ...
 
     async def cancel(self, job_id: str, queue: str) -> None:

@@ -4,7 +4,7 @@ needing no Redis."""
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.queue.base import QueuedJob
@@ -36,6 +36,10 @@ class MemoryQueue:
     async def enqueue(self, job: QueuedJob) -> None:
         self._waiting[job.id] = job.queue
         self._put(Delivery(job))
+
+    async def enqueue_many(self, jobs: Sequence[QueuedJob]) -> None:
+        for job in jobs:
+            await self.enqueue(job)
 
     def _put(self, delivery: Delivery) -> None:
         self._due_by_queue[delivery.job.queue] += 1

@@ -3,9 +3,9 @@
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
-from shared.errors import QuotaExceededError
-from shared.quotas.base import IN_FLIGHT_REFUSAL, RATE_REFUSAL, Limits
+from shared.quotas.base import Limits, check_batch_fits, refuse
 from shared.records.model import UNFINISHED_RECORD_TTL
 
 
@@ -14,24 +14,28 @@ class MemoryQuotaLedger:
         self._in_flight: dict[str, dict[str, float]] = defaultdict(dict)
         self._second: dict[str, tuple[int, int]] = {}
 
-    async def admit(self, owner: str, job_id: str, limits: Limits) -> None:
+    async def admit_many(self, owner: str, job_ids: Sequence[str], limits: Limits) -> None:
+        check_batch_fits(limits, len(job_ids))
         now = time.time()
         in_flight = self._in_flight[owner]
         for stale in [job for job, expires in in_flight.items() if expires <= now]:
             del in_flight[stale]
-        if limits.jobs_in_flight and len(in_flight) >= limits.jobs_in_flight:
-            raise QuotaExceededError(IN_FLIGHT_REFUSAL.format(limit=limits.jobs_in_flight), 1)
+        if limits.jobs_in_flight and len(in_flight) + len(job_ids) > limits.jobs_in_flight:
+            raise refuse(limits, len(job_ids), in_flight=True)
         if limits.submissions_per_second:
             second = math.floor(now)
             current, count = self._second.get(owner, (second, 0))
-            count = count + 1 if current == second else 1
-            self._second[owner] = (second, count)
+            count = (count if current == second else 0) + len(job_ids)
             if count > limits.submissions_per_second:
-                raise QuotaExceededError(
-                    RATE_REFUSAL.format(limit=limits.submissions_per_second), 1
-                )
+                raise refuse(limits, len(job_ids), in_flight=False)
+            self._second[owner] = (second, count)
         if limits.jobs_in_flight:
-            in_flight[job_id] = now + UNFINISHED_RECORD_TTL
+            for job_id in job_ids:
+                in_flight[job_id] = now + UNFINISHED_RECORD_TTL
 
     async def release(self, owner: str, job_id: str) -> None:
         self._in_flight.get(owner, {}).pop(job_id, None)
+
+    async def release_many(self, owner: str, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            await self.release(owner, job_id)

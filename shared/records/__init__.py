@@ -4,6 +4,8 @@ as it is, shared/records/redis.py for Redis)."""
 from shared.records.model import (
     CANCELLED_MESSAGE,
     UNFINISHED_RECORD_TTL,
+    Callback,
+    CallbackState,
     JobRecord,
     JobStatus,
     JobView,
@@ -15,6 +17,8 @@ from shared.records.store import RecordPublisher, RecordStore
 __all__ = [
     "CANCELLED_MESSAGE",
     "UNFINISHED_RECORD_TTL",
+    "Callback",
+    "CallbackState",
     "JobRecord",
     "JobStatus",
     "JobView",

@@ -1,10 +1,11 @@
-"""The job record a client polls: its status, progress, result or error, and times."""
+"""The job record a client polls: its status, progress, result or error, times, and the state
+of its callback."""
 
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobStatus(StrEnum):
@@ -38,8 +39,42 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class CallbackState(StrEnum):
+    PENDING = "pending"
+    """Not delivered yet: its first attempt is to come, or a retry is."""
+    DELIVERED = "delivered"
+    """The receiver answered an attempt with a 2xx."""
+    FAILED = "failed"
+    """Given up: no attempt got a 2xx within WEBHOOK_RETRY_FOR of the first, or the receiver's
+    address was refused (`last_error` says why)."""
+
+
+class Callback(BaseModel):
+    """Where jobcache POSTs the record once the job has finished, and how that went so far."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    url: str
+    """The `callback_url` the job was submitted with."""
+    state: CallbackState = CallbackState.PENDING
+    """`pending` (an attempt is still to come), `delivered` or `failed` (given up)."""
+    attempts: int = 0
+    """Deliveries attempted so far."""
+    last_attempt_at: datetime | None = None
+    """When the latest attempt was made."""
+    last_status: int | None = None
+    """The HTTP status the receiver answered the latest attempt with; null when it did not
+    answer (a refused address, a connection error, a timeout)."""
+    last_error: str | None = None
+    """Why the latest attempt failed; null after a delivered one."""
+    delivered_at: datetime | None = None
+    """When the receiver accepted it (state `delivered`)."""
+
+
 class JobView(BaseModel):
     """Everything a client may learn about one job: the record as the api shows it."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     id: str
     name: str
@@ -54,6 +89,14 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     scheduled_for: datetime | None = None
     """The due time this run was for, when a schedule submitted it (`@job(schedule=...)`)."""
+    callback: Callback | None = None
+    """The callback the job was submitted with (`callback_url`), and how its delivery goes;
+    null without one."""
+
+    @property
+    def callback_pending(self) -> bool:
+        """Whether the job has a callback that is still to be delivered."""
+        return self.callback is not None and self.callback.state is CallbackState.PENDING
 
 
 class JobRecord(JobView):

@@ -1,25 +1,21 @@
-"""The record store on Redis: a record and its announcement reach Redis in one round trip, and
-a Redis failure is raised as BackendUnavailableError."""
+"""The record store on Redis: a record and its announcement reach Redis in one round trip (and
+so do a submission's records and their owner's list entries, however many), and a Redis
+failure is raised as BackendUnavailableError."""
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiocache import RedisCache
 
 from shared.connections import calls_redis
 from shared.events.redis import RedisJobEvents
 from shared.keys import job_record_key
-from shared.records.model import JobRecord, JobStatus
+from shared.listing.redis import RedisJobListing
+from shared.records.model import UNFINISHED_RECORD_TTL, JobRecord, JobStatus
 from shared.records.store import RecordStore
-from shared.replication import ReplicaAcks, ReplicasBehindError
+from shared.replication import ReplicaAcks, until_replicated
 
 logger = logging.getLogger(__name__)
-
-REPLICA_RETRY_FIRST = 0.1
-REPLICA_RETRY_CAP = 2.0
-"""A worker writes an outcome the replicas did not acknowledge again after these seconds,
-doubling."""
 
 KEPT_THROUGH_FAILOVER = frozenset(
     (JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -37,6 +33,7 @@ class RedisRecordStore(RecordStore):
 
     _cache: RedisCache
     _events: RedisJobEvents
+    _listing: RedisJobListing | None
 
     def __init__(
         self,
@@ -46,30 +43,57 @@ class RedisRecordStore(RecordStore):
         replica_acks: ReplicaAcks | None = None,
         *,
         wait_for_replicas: bool = False,
+        listing: RedisJobListing | None = None,
     ) -> None:
         """`wait_for_replicas`: a worker's store writes a record again until the replicas have
         it (a job's outcome must not be lost, nor the job run again for want of a replica);
-        the api's fails at once, and the client is answered 503."""
-        super().__init__(cache, default_ttl, events)
+        the api's fails at once, and the client is answered 503. `listing`: the owners' job
+        lists, on the same Redis, which `add` writes in the records' pipeline."""
+        super().__init__(cache, default_ttl, events, listing)
         self._replica_acks = replica_acks
         self._wait_for_replicas = wait_for_replicas
 
     async def _store(
         self, record: JobRecord, text: str, ttl: int, *, announce: bool, replace_only: bool = False
     ) -> None:
-        delay = REPLICA_RETRY_FIRST
-        while True:
-            try:
-                await self._store_once(
-                    record, text, ttl, announce=announce, replace_only=replace_only
-                )
-                return
-            except ReplicasBehindError as error:
-                if not self._wait_for_replicas:
-                    raise
-                logger.warning("job %s: %s; writing it again in %.1fs", record.id, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, REPLICA_RETRY_CAP)
+        await self._until_replicated(
+            lambda: self._store_once(
+                record, text, ttl, announce=announce, replace_only=replace_only
+            ),
+            f"job {record.id}",
+        )
+
+    async def _until_replicated(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        if self._wait_for_replicas:
+            await until_replicated(write, what)
+        else:
+            await write()
+
+    async def add(self, records: Sequence[JobRecord], result_ttl: int) -> None:
+        """The records, their owners' list entries and, with REDIS_MIN_REPLICAS_ACK, the WAIT
+        for the replicas: one pipeline however many records."""
+        ttl = max(result_ttl, UNFINISHED_RECORD_TTL)
+        texts = [record.model_dump_json() for record in records]
+        what = f"job {records[0].id}" if len(records) == 1 else f"{len(records)} jobs"
+        await self._until_replicated(lambda: self._add_once(records, texts, ttl, what), what)
+
+    @calls_redis("write job records")
+    async def _add_once(
+        self, records: Sequence[JobRecord], texts: list[str], ttl: int, what: str
+    ) -> None:
+        cache = self._cache
+        acks = self._replica_acks
+        async with cache.client.pipeline(transaction=False) as pipeline:
+            for record, text in zip(records, texts, strict=True):
+                key = cache.build_key(job_record_key(record.id), namespace=cache.namespace)
+                pipeline.set(key, text, ex=ttl)
+            if self._listing is not None:
+                self._listing.add_in(pipeline, records)
+            if acks is not None:
+                acks.wait_in(pipeline)
+            replies = await pipeline.execute()
+        if acks is not None:
+            acks.check(replies[-1], f"the records of {what}")
 
     @calls_redis("write a job record")
     async def _store_once(
@@ -104,6 +128,13 @@ class RedisRecordStore(RecordStore):
     @calls_redis("delete a job record")
     async def delete(self, job_id: str) -> None:
         await super().delete(job_id)
+
+    @calls_redis("delete job records")
+    async def delete_many(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            cache = self._cache
+            keys = [job_record_key(job_id) for job_id in job_ids]
+            await cache.client.delete(*(cache.build_key(key, cache.namespace) for key in keys))
 
     @calls_redis("answer a ping")
     async def ping(self) -> None:

@@ -25,14 +25,29 @@ class RecordPublisher(Protocol):
     async def publish(self, record: JobRecord, text: str) -> None: ...
 
 
+class RecordListing(Protocol):
+    """The owners' lists of their jobs (shared/listing/), which the store writes as it adds
+    records."""
+
+    async def add(self, records: Sequence[JobRecord]) -> None: ...
+
+
 class RecordStore:
     """Reads and writes job records in the cache, and announces each write to the job events
     so that waiting clients see it at once."""
 
-    def __init__(self, cache: BaseCache, default_ttl: int, events: RecordPublisher) -> None:
+    def __init__(
+        self,
+        cache: BaseCache,
+        default_ttl: int,
+        events: RecordPublisher,
+        listing: RecordListing | None = None,
+    ) -> None:
+        """`listing`: where `add` lists new jobs for their owners (None: nowhere)."""
         self._cache = cache
         self._default_ttl = default_ttl
         self._events = events
+        self._listing = listing
         self._writing = asyncio.Lock()
 
     def ttl_for(self, result_ttl: int | None) -> int:
@@ -51,9 +66,12 @@ class RecordStore:
         one that submits the job, so that a deleted job's record never comes back.
 
         A finished job's record is kept `result_ttl` seconds; an unfinished one as long as the
-        job may still run, so that a long queue or a long job never loses its record.
+        job may still run, so that a long queue or a long job never loses its record; one whose
+        callback is still pending as long too, since the callback's body is the record
+        (WEBHOOK_RETRY_FOR is at most as long).
         """
-        ttl = result_ttl if record.status.finished else max(result_ttl, UNFINISHED_RECORD_TTL)
+        settled = record.status.finished and not record.callback_pending
+        ttl = result_ttl if settled else max(result_ttl, UNFINISHED_RECORD_TTL)
         # Serialized once, by pydantic, for both the store and the announcement; what is
         # stored is the same JSON the cache's JsonSerializer reads back.
         text = record.model_dump_json()
@@ -76,6 +94,18 @@ class RecordStore:
         if announce:
             await self._events.publish(record, text)
 
+    async def add(self, records: Sequence[JobRecord], result_ttl: int) -> None:
+        """Write the records of jobs just submitted (queued: nobody can be watching them yet),
+        then list them for their owners; on Redis, all in one round trip."""
+        ttl = max(result_ttl, UNFINISHED_RECORD_TTL)
+        await self._cache.multi_set(
+            [(job_record_key(record.id), record.model_dump_json()) for record in records],
+            ttl=ttl,
+            dumps_fn=as_is,
+        )
+        if self._listing is not None:
+            await self._listing.add(records)
+
     async def get(self, job_id: str) -> JobRecord | None:
         stored = await self._cache.get(job_record_key(job_id), loads_fn=as_is)
         return None if stored is None else JobRecord.model_validate_json(stored)
@@ -92,6 +122,11 @@ class RecordStore:
     async def delete(self, job_id: str) -> None:
         async with self._writing:
             await self._cache.delete(job_record_key(job_id))
+
+    async def delete_many(self, job_ids: Sequence[str]) -> None:
+        """Delete these records (of jobs that were not queued after all)."""
+        for job_id in job_ids:
+            await self.delete(job_id)
 
     async def ping(self) -> None:
         """Raise if the store does not answer; memory always does."""

@@ -1,0 +1,115 @@
+"""The client library and its command line against real api processes: the sync `Client`
+against uvicorn in the local mode, and against an api and a worker in the redis mode, where
+`python -m client` runs as a user runs it."""
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import Client, Conflict, JobStatus, NotFound, ValidationError
+from tests.deployments import Deployment, start_all
+from tests.processes import BIN, REPO_ROOT, Api, api, child_environment
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture
+def local_api(tmp_path: Path, namespace: str) -> Iterator[Api]:
+    """uvicorn serving the api in the local mode: no Redis, the api runs the jobs itself."""
+    environment = child_environment(
+        {"CACHE_BACKEND": "local", "CACHE_NAMESPACE": namespace, "CPU_WORKERS": "1"}
+    )
+    with api(environment, tmp_path / "api.log") as served:
+        yield served
+
+
+def test_the_sync_client_drives_the_local_mode(local_api: Api) -> None:
+    with Client(local_api.url) as client:
+        job = client.submit("echo", {"message": "hi"})
+        assert client.wait(job.id, timeout=10).result == {"message": "hi"}
+        assert client.get(job.id).status is JobStatus.SUCCEEDED
+
+        sleeping = client.submit("sleep", {"seconds": 1.0})
+        events = client.events(sleeping.id)
+        first = next(events)
+        assert not first.finished, "the stream hands out events as they happen"
+        rest = list(events)
+        assert rest[-1].status is JobStatus.SUCCEEDED
+        assert any(each.progress and each.progress.current > 0 for each in rest)
+
+        with pytest.raises(Conflict):
+            client.cancel(job.id)
+        client.delete(job.id)
+        with pytest.raises(NotFound):
+            client.get(job.id)
+        with pytest.raises(NotFound) as unknown:
+            client.submit("nope", {})
+        assert unknown.value.known_job_types and "echo" in unknown.value.known_job_types
+        with pytest.raises(ValidationError) as invalid:
+            client.submit("sleep", {"seconds": "long"})
+        assert [issue.loc for issue in invalid.value.issues] == [("body", "seconds")]
+
+
+def test_submit_many_and_list_against_the_local_mode(local_api: Api) -> None:
+    with Client(local_api.url) as client:
+        jobs = client.submit_many("echo", [{"message": "a"}, {"message": "b"}])
+        for job in jobs:
+            client.wait(job.id, timeout=10)
+        page = client.list(name="echo", limit=1)
+        assert [job.id for job in page.jobs] == [jobs[1].id] and page.next is not None
+        assert [job.id for job in client.iter_jobs()] == [jobs[1].id, jobs[0].id]
+
+
+def run_cli(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m client ...` as a user runs it, against the api at `url`."""
+    return subprocess.run(
+        [str(BIN / "python"), "-m", "client", *arguments],
+        cwd=REPO_ROOT,
+        env=child_environment({"JOBCACHE_URL": url}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def printed(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_client_and_its_command_line_drive_the_redis_mode(deployment: Deployment) -> None:
+    with ExitStack() as stack:
+        served = start_all(stack, deployment, workers=1)
+        client = stack.enter_context(Client(served.url))
+
+        job = client.submit("text_stats", {"text": "a b a"})
+        deployment.job_ids.append(job.id)
+        finished = client.wait(job.id, timeout=15)
+        assert finished.status is JobStatus.SUCCEEDED and finished.result["words"] == 3
+
+        record = printed(run_cli(served.url, "submit", "echo", '{"message": "hi"}', "--wait"))
+        deployment.job_ids.append(record["id"])
+        assert (record["status"], record["result"]) == ("succeeded", {"message": "hi"})
+
+        failing = client.submit("fail", {"message": "on purpose"})
+        deployment.job_ids.append(failing.id)
+        assert [each.status for each in client.events(failing.id)][-1] is JobStatus.FAILED
+        page = printed(run_cli(served.url, "list", "--status", "failed"))
+        assert [each["id"] for each in page["jobs"]] == [failing.id]
+        assert page["jobs"][0]["error"] == "on purpose"
+
+        lines = run_cli(served.url, "events", failing.id).stdout.splitlines()
+        assert json.loads(lines[-1])["status"] == "failed"
+
+        missing = run_cli(served.url, "get", "A" * 22)
+        assert missing.returncode == 4
+        assert missing.stderr.startswith("jobcache: 404 Not Found:")
+        assert "Traceback" not in missing.stderr and missing.stdout == ""
+        unreachable = run_cli("http://127.0.0.1:9", "get", "A" * 22, "--retries", "0")
+        assert unreachable.returncode == 3 and "Traceback" not in unreachable.stderr
