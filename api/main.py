@@ -16,7 +16,7 @@ from api.errors import install_error_handlers
 from api.methods import install_method_answers
 from api.observability import RequestObserver, count_redis_errors
 from api.response_cache.factory import open_response_cache
-from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules
+from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
@@ -55,7 +55,7 @@ def install_submit_routes(app: FastAPI, catalog: Catalog) -> None:
     place of those an earlier start of this app added; the OpenAPI schema is made anew on its
     next read."""
     earlier = getattr(app.state, "submit_routes", [])
-    submits = jobs.submit_routes(catalog).routes
+    submits = submissions.submit_routes(catalog).routes
     app.router.routes[:] = [route for route in app.router.routes if route not in earlier] + submits
     app.state.submit_routes = submits
     app.openapi_schema = None
