@@ -20,6 +20,16 @@ HOST = "127.0.0.1"
 MASTER_NAME = "jobcache"
 QUORUM = 2
 SENTINELS = 3
+DOWN_AFTER_MILLISECONDS = 5000
+"""How long a server must leave a Sentinel's PINGs unanswered to look down to it: the compose
+file's value. Not shorter: right after a failover each Sentinel opens new links to the new
+master, and for 5 s the other Sentinels' "down" votes on the old master still count towards a
+quorum on the new one (Sentinel drops a vote only 5 s after its last answer), so a single
+Sentinel that got no PING answer within 1 s (seen on this busy 2-core machine) failed over a
+healthy new master, to the killed master that had just been restarted as its replica."""
+FAILOVER_TIMEOUT_MILLISECONDS = 5000
+"""Sentinel's failover-timeout: a failover that has not promoted a replica by then is given
+up, and the next is tried after twice this (after a split vote, say)."""
 SETTLE_TIMEOUT = 30.0
 """Sentinels find each other through hello messages every 2 s, and the replicas through the
 master's INFO, which they ask for every 10 s: a setup is ready within a few of those."""
@@ -48,8 +58,8 @@ class SentinelServer(RedisServer):
             "sentinel resolve-hostnames no",
             f"sentinel monitor {master_name} {master.host} {master.port} {QUORUM}",
             f"sentinel auth-pass {master_name} {master.password}",
-            f"sentinel down-after-milliseconds {master_name} 1000",
-            f"sentinel failover-timeout {master_name} 5000",
+            f"sentinel down-after-milliseconds {master_name} {DOWN_AFTER_MILLISECONDS}",
+            f"sentinel failover-timeout {master_name} {FAILOVER_TIMEOUT_MILLISECONDS}",
             f"sentinel parallel-syncs {master_name} 1",
         ]
         if password is not None:
@@ -146,9 +156,8 @@ class SentinelSetup:
         """Start a killed server again on its port, empty (nothing is persisted), as a replica
         of the current master: what an operator or a supervisor must do with a Redis that keeps
         no data. Started as a master, it would be an empty master until the Sentinels convert
-        it (about 8 s), and a new master that looked down to them meanwhile (1 s without an
-        answer on a busy machine) could be failed over to it, the whole data set then copied
-        from the empty server: seen once in CI."""
+        it (about 8 s), and a new master that looked down to them meanwhile could be failed over
+        to it, the whole data set then copied from the empty server: seen once in CI."""
         assert server.process is not None and server.process.poll() is not None, "still running"
         host, port = self.master_address()
         server.command = [*without_replicaof(server.command), "--replicaof", host, str(port)]
@@ -261,8 +270,8 @@ def sentinel_setup(
 ) -> Iterator[SentinelSetup]:
     """A master and `replicas` replicas (the same password for clients and for replication, no
     persistence), and three Sentinels monitoring the master with a quorum of two and declaring
-    it down after 1 s; yielded once the Sentinels could fail it over. Every process is stopped
-    by pid and every directory removed on exit."""
+    it down after DOWN_AFTER_MILLISECONDS; yielded once the Sentinels could fail it over. Every
+    process is stopped by pid and every directory removed on exit."""
     password = f"sentinel-test-{secrets.token_hex(8)}"
     with ExitStack() as stack:
 

@@ -30,7 +30,14 @@ from tests.processes import (
     worker,
     worker_command,
 )
-from tests.sentinel import Address, SentinelSetup, role_of, sentinel_setup
+from tests.sentinel import (
+    DOWN_AFTER_MILLISECONDS,
+    FAILOVER_TIMEOUT_MILLISECONDS,
+    Address,
+    SentinelSetup,
+    role_of,
+    sentinel_setup,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -38,10 +45,15 @@ logger = logging.getLogger(__name__)
 
 FINISHED = ("succeeded", "failed", "cancelled")
 FAILS_FAST_SECONDS = 10.0
-PROMOTION_TIMEOUT = 20.0
+PROMOTION_TIMEOUT = (DOWN_AFTER_MILLISECONDS + 2 * FAILOVER_TIMEOUT_MILLISECONDS) / 1000 + 10
+"""A killed master looks down to the Sentinels after DOWN_AFTER_MILLISECONDS, and a replica is
+promoted a second or two later; should their first vote split, the next failover is tried
+after twice the failover-timeout."""
 REJOIN_TIMEOUT = 40.0
-"""A server that was the master rejoins as a replica only once the Sentinels have seen it up
-for 8 s, and then copies the whole data set: this bounds the wait for it."""
+"""A killed master restarted as a replica of the new one copies the whole data set (the
+master waits 5 s for more replicas before it streams it), and the Sentinels see it as a
+connected replica once they ask the master for its INFO (every 10 s): this bounds the wait
+for both."""
 
 RecordProperty = Callable[[str, object], None]
 
@@ -169,12 +181,12 @@ def test_sentinel_settings_that_cannot_work_stop_the_process_naming_the_setting(
 JOBS = 1000
 DISRUPT_AT = 250
 """The disruption comes when a quarter of the jobs have been submitted."""
-SUBMISSION_SECONDS = {2: 12.0, 1: 25.0}
+SUBMISSION_SECONDS = {2: 20.0, 1: 30.0}
 """How long the submissions go on, by the number of replicas: long after the disruption, so
-that the api is seen accepting jobs again. With one replica, the new master has none (and
-every WAIT fails) until the old master rejoins: the Sentinels convert a server that comes back
-as a master only once it has been up for 8 s, and it then copies the whole data set, so
-15 to 20 s after the disruption. With two, the other replica follows the new master at once."""
+that the api is seen accepting jobs again. A killed master is replaced DOWN_AFTER_MILLISECONDS
+and a second or two after its death. With one replica, the new master then has none (and
+every WAIT fails) until the old master, restarted as its replica, has copied the whole data
+set, 5 to 10 s later. With two, the other replica follows the new master at once."""
 CONCURRENCY = 16
 REQUEST_TIMEOUT = 10.0
 RECORDS_TIMEOUT = 45.0
