@@ -115,11 +115,14 @@ async def test_jobs_not_yet_due_or_no_longer_queued_are_not_claimed(
 # arq's Worker.close() closes its pool with redis-py's deprecated close().
 @pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None:
-    """arq's Retry puts the job back with a later score; the claiming worker takes it again."""
-    tries: list[tuple[int, float]] = []
+    """arq's Retry puts the job back with a later score; the claiming worker takes it again
+    once that time has come, not before. Queue scores are wall-clock milliseconds, which arq
+    rounds: the retry is due at least 300 ms after the first try's millisecond, and the second
+    try starts no sooner than it is due."""
+    tries: list[tuple[int, float, int]] = []
 
     async def flaky(ctx: dict[str, Any], message: str) -> str:
-        tries.append((ctx["job_try"], time.monotonic()))
+        tries.append((ctx["job_try"], time.time(), ctx["score"]))
         if len(tries) == 1:
             raise Retry(defer=0.3)
         return message
@@ -147,9 +150,10 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await worker.close()
-    (first_try, first_at), (second_try, second_at) = tries
+    (first_try, first_at, _), (second_try, second_at, due) = tries
     assert (first_try, second_try) == (1, 2)
-    assert second_at - first_at >= 0.3
+    assert due >= round(first_at * 1000) + 300, "the retry was put 0.3 s after the first try"
+    assert second_at * 1000 >= due, f"the second try started {due - second_at * 1000:.3f} ms early"
 
 
 @pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
