@@ -59,6 +59,7 @@ from typing import Any
 import redis.asyncio
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker
 
 from shared.connections import REDIS_FAILURES
@@ -119,14 +120,6 @@ def _source_of(function: object) -> str:
         return ""
 
 
-def due_ms() -> int:
-    """Now, for which jobs are due: the clock in whole milliseconds, rounded down. A job whose
-    queue score is S is due once the clock has reached S ms; arq's timestamp_ms rounds to the
-    nearest millisecond, which took a job deferred by a Retry up to half a millisecond before
-    its time (seen in CI)."""
-    return time.time_ns() // 1_000_000
-
-
 CLAIM_SCRIPT = """
 local now, lease, holder, free = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local claimed = {}
@@ -170,7 +163,7 @@ class JobClaims:
         claimed = await self._script(
             keys=[key for job_id, queue in candidates for key in (queue, in_progress_key(job_id))],
             args=[
-                due_ms(),
+                timestamp_ms(),
                 self._lease_ms,
                 self._holder,
                 free,
@@ -436,6 +429,6 @@ class QueueWaitingRedis(ArqRedis):
             return announced
         # arq computed `max` (now) before the wait; a job queued since has a later score.
         self._last_read = await self._read_queues(
-            *args, everything=True, **{**kwargs, "max": due_ms()}
+            *args, everything=True, **{**kwargs, "max": timestamp_ms()}
         )
         return self._last_read
