@@ -143,7 +143,13 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
     try:
 
         async def ran_twice() -> bool:
-            return len(tries) == 2 and not await pool.exists(in_progress_key_prefix + job.job_id)
+            # Ended: the in-progress key is gone and arq's task for the try is done (a worker
+            # stopped while it still writes the job's end cancels that write).
+            return (
+                len(tries) == 2
+                and not await pool.exists(in_progress_key_prefix + job.job_id)
+                and all(task.done() for task in worker.tasks.values())
+            )
 
         await eventually(ran_twice)
         assert await pool.zscore(queue, job.job_id) is None, "the job left the queue as it ended"

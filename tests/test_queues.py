@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
 from shared.keys import Keys
@@ -107,7 +108,14 @@ async def test_a_retry_goes_back_on_the_queue_the_job_came_from(
     running = asyncio.create_task(worker.async_run())
     try:
         deadline = time.monotonic() + 15
-        while len(tries) < 2:
+        # Until the second try has ended (its in-progress key is gone and arq's task for it is
+        # done): a worker stopped while it still writes the job's end cancels that write, and
+        # close() raises it.
+        while (
+            len(tries) < 2
+            or await pool.exists(in_progress_key_prefix + job.job_id)
+            or not all(task.done() for task in worker.tasks.values())
+        ):
             assert time.monotonic() < deadline, f"tried {len(tries)} times"
             if len(tries) == 1 and not during_delay and time.monotonic() - tries[0] > 0.2:
                 during_delay.append(
@@ -122,6 +130,7 @@ async def test_a_retry_goes_back_on_the_queue_the_job_came_from(
     [(on_cpu, on_default)] = during_delay
     assert on_cpu is not None, "the retry waits on the job's own queue"
     assert on_default is None, "nothing is put on another queue"
+    assert await pool.zscore(cpu, job.job_id) is None, "the job left its queue as it ended"
 
 
 async def test_the_local_mode_runs_every_queue_and_shows_each(namespace: str) -> None:
