@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from arq.constants import in_progress_key_prefix
+from arq.worker import Worker
 from asgi_lifespan import LifespanManager
 
 from api.main import create_app
@@ -100,6 +102,14 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+async def ended_in(worker: Worker, job_id: str) -> bool:
+    """Whether `worker` holds nothing of the job any more: its in-progress key is gone and
+    arq's task for it is done. Stop a worker only then: stopped while it still writes a job's
+    end, it cancels that write, and arq's close() raises the cancellation."""
+    held = await worker.pool.exists(in_progress_key_prefix + job_id)
+    return not held and all(task.done() for task in worker.tasks.values())
 
 
 async def finished_record(

@@ -15,7 +15,7 @@ from arq.worker import func
 
 from shared.catalog import DEFAULT_QUEUE
 from shared.keys import Keys, new_job_id
-from tests.conftest import eventually
+from tests.conftest import ended_in, eventually
 from tests.deployments import ARQ_KEY_PREFIXES, REDIS_HOST, REDIS_PORT
 from worker.arq_internals import ClaimingWorker, JobClaims, QueueWaitingRedis
 
@@ -143,13 +143,7 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
     try:
 
         async def ran_twice() -> bool:
-            # Ended: the in-progress key is gone and arq's task for the try is done (a worker
-            # stopped while it still writes the job's end cancels that write).
-            return (
-                len(tries) == 2
-                and not await pool.exists(in_progress_key_prefix + job.job_id)
-                and all(task.done() for task in worker.tasks.values())
-            )
+            return len(tries) == 2 and await ended_in(worker, job.job_id)
 
         await eventually(ran_twice)
         assert await pool.zscore(queue, job.job_id) is None, "the job left the queue as it ended"

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from arq import Retry
-from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
 from shared.keys import Keys
@@ -21,6 +20,7 @@ from tests.conftest import (
     REDIS_HOST,
     REDIS_PORT,
     client_for,
+    ended_in,
     finished_record,
     settings_for_test,
     write_module,
@@ -108,14 +108,7 @@ async def test_a_retry_goes_back_on_the_queue_the_job_came_from(
     running = asyncio.create_task(worker.async_run())
     try:
         deadline = time.monotonic() + 15
-        # Until the second try has ended (its in-progress key is gone and arq's task for it is
-        # done): a worker stopped while it still writes the job's end cancels that write, and
-        # close() raises it.
-        while (
-            len(tries) < 2
-            or await pool.exists(in_progress_key_prefix + job.job_id)
-            or not all(task.done() for task in worker.tasks.values())
-        ):
+        while len(tries) < 2 or not await ended_in(worker, job.job_id):
             assert time.monotonic() < deadline, f"tried {len(tries)} times"
             if len(tries) == 1 and not during_delay and time.monotonic() - tries[0] > 0.2:
                 during_delay.append(
