@@ -18,12 +18,14 @@ from api.observability import RequestObserver, count_redis_errors
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
+from api.tracing import request_telemetry
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
 from shared.errors import ConfigurationError, StartupError
 from shared.logs import log_config
 from shared.metrics import Metrics
 from shared.settings import Settings, load_settings
+from shared.tracing import API_SERVICE, open_tracing
 from worker.embedded import embedded_worker
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logging.config.dictConfig(log_config(active.log_level, active.log_format))
             catalog = load_catalog(active.job_modules)
             install_submit_routes(app, catalog)
-            async with open_services(active, catalog) as services:
+            async with open_tracing(API_SERVICE), open_services(active, catalog) as services:
                 app.state.services = services
                 logger.info(
                     "jobcache api ready: backend %s, namespace %s, %d job types",
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Run background jobs and serve their results from a cache.",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=request_telemetry(),
     )
     install_method_answers(app)
     app.add_middleware(SettingsBodyLimit)

@@ -30,6 +30,7 @@ from shared.logs import job_event
 from shared.queue import QueuedJob
 from shared.quotas import Limits
 from shared.records import Callback, JobRecord
+from shared.tracing import current_trace_context
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,9 @@ async def record_and_enqueue(
     callback_url: str | None = None,
 ) -> list[JobRecord]:
     """Record the jobs as queued, then enqueue them on their job type's queue; a failed
-    enqueue leaves no record behind."""
+    enqueue leaves no record behind. Each job carries the current span's trace context (the
+    submitting request's), whose child its attempts' spans are."""
+    trace_context = current_trace_context()
     records = [
         JobRecord(
             id=job_id,
@@ -119,6 +122,7 @@ async def record_and_enqueue(
             owner=owner,
             scheduled_for=scheduled_for,
             callback=Callback(url=callback_url) if callback_url is not None else None,
+            trace_context=trace_context,
         )
         for job_id in job_ids
     ]

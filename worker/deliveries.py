@@ -19,6 +19,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, StatusCode
+
 from shared.backend import Backend
 from shared.callbacks import ClaimedCallback
 from shared.catalog import Catalog
@@ -26,6 +29,7 @@ from shared.logs import job_event
 from shared.metrics import Metrics
 from shared.records import Callback, CallbackState, JobRecord, utcnow
 from shared.settings import Settings
+from shared.tracing import context_from, is_configured, tracer
 from shared.webhooks.policy import CallbackPolicy
 from shared.webhooks.sender import AttemptResult, CallbackSender
 from shared.webhooks.signing import CallbackSigner
@@ -78,6 +82,8 @@ class CallbackDeliverer:
         secret = self._policy.secret
         self._signer = CallbackSigner(secret) if secret is not None else None
         self._sender = CallbackSender(self._policy.hosts, self._policy.timeout)
+        self._tracing = is_configured()
+        self._tracer = tracer()
         self._wakeup = asyncio.Event()
         self._deliveries: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
@@ -157,8 +163,8 @@ class CallbackDeliverer:
         callback = record.callback or Callback(url=claimed.url)
         body = record.public_json()
         sent_at = utcnow()
-        result = await self._send(record.id, claimed.url, body, sent_at)
         attempts = claimed.attempts + 1
+        result = await self._send(record, claimed.url, body, sent_at, attempts)
         first_attempt_at = claimed.first_attempt_at or sent_at.timestamp()
         now = time.time()
         deadline = first_attempt_at + self._policy.retry_for
@@ -199,10 +205,46 @@ class CallbackDeliverer:
             ),
         )  # fmt: skip
 
-    async def _send(self, job_id: str, url: str, body: str, sent_at: datetime) -> AttemptResult:
+    async def _send(
+        self, record: JobRecord, url: str, body: str, sent_at: datetime, attempt: int
+    ) -> AttemptResult:
         off = self._policy.off_because
         if self._signer is None or off is not None:
             # This process's settings differ from the api's that accepted the callback: a
             # redeploy with them set may still send it.
             return AttemptResult(None, f"{off} on this worker (as on the api)")
-        return await self._sender.post(url, body, self._signer.headers(job_id, body, sent_at))
+        headers = self._signer.headers(record.id, body, sent_at)
+        if not self._tracing:
+            return await self._sender.post(url, body, headers)
+        with self._tracer.start_as_current_span(
+            "POST",
+            context=context_from(record.trace_context),
+            kind=SpanKind.CLIENT,
+            attributes=callback_span_attributes(record, url, attempt),
+        ) as span:
+            # The receiver's own span can be a child of this one.
+            propagate.inject(headers)
+            result = await self._sender.post(url, body, headers)
+            if result.status is not None:
+                span.set_attribute("http.response.status_code", result.status)
+            if not result.delivered:
+                span.set_attribute("error.type", str(result.status or "no_answer"))
+                span.set_status(StatusCode.ERROR, result.error)
+            return result
+
+
+def callback_span_attributes(record: JobRecord, url: str, attempt: int) -> dict[str, str | int]:
+    """What the span of a callback attempt says: the HTTP client's attributes (the URL without
+    its query, which may carry a receiver's token) and which job and attempt it is."""
+    parts = urlsplit(url)
+    attributes: dict[str, str | int] = {
+        "http.request.method": "POST",
+        "url.full": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",
+        "server.address": parts.hostname or "",
+        "jobcache.job.id": record.id,
+        "jobcache.job.type": record.name,
+        "jobcache.callback.attempt": attempt,
+    }
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    attributes["server.port"] = port
+    return attributes

@@ -7,6 +7,7 @@ worker that cannot work (local mode, Redis refusing it) exits at once with a mes
 
 import asyncio
 import logging.config
+import os
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
@@ -26,6 +27,7 @@ from shared.queue import QueuedJob
 from shared.queue.redis import job_deserializer, job_serializer
 from shared.records import UNFINISHED_RECORD_TTL
 from shared.settings import Settings, load_settings
+from shared.tracing import WORKER_SERVICE, open_tracing, tracing_config
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
 from worker.deliveries import CallbackDeliverer
 from worker.monitoring import start_monitoring
@@ -126,6 +128,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     leases.start()
     resources.push_async_callback(leases.close)
     ctx["leases"] = leases
+    # Before the runner and the deliverer, which ask whether spans are exported.
+    await resources.enter_async_context(open_tracing(WORKER_SERVICE))
     backend = await resources.enter_async_context(
         open_backend(settings, Role.WORKER, queue_client=pool, catalog=catalog)
     )
@@ -215,6 +219,7 @@ def settings_for_worker() -> tuple[Settings, Catalog]:
         settings = load_settings()
         catalog = load_catalog(settings.job_modules)
         served_queues(settings, catalog)
+        tracing_config(os.environ, WORKER_SERVICE)
         if settings.cache_backend != "redis":
             raise ConfigurationError(
                 f"CACHE_BACKEND={settings.cache_backend}: a worker needs CACHE_BACKEND=redis. "

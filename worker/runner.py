@@ -34,7 +34,9 @@ from shared.records import (
     utcnow,
 )
 from shared.settings import Settings
+from shared.tracing import current_trace_context
 from worker.attempt_records import AttemptRecords
+from worker.attempt_spans import AttemptSpans, note_end, note_failure, note_skipped
 from worker.context import AttemptContext, create_cpu_pool
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class JobRunner:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancel_requested: set[str] = set()
         self._writers: dict[str, AttemptRecords] = {}
+        self._spans = AttemptSpans()
 
     def cancel(self, job_id: str) -> bool:
         """Stop the job if it runs here; its record then says cancelled."""
@@ -114,7 +117,14 @@ class JobRunner:
         return True
 
     async def run(self, job_type: JobType, job: QueuedJob, *, attempt: int) -> Outcome:
-        """Run one attempt of `job` in the current task, which `cancel` may cancel."""
+        """Run one attempt of `job` in the current task, which `cancel` may cancel; in a span
+        of its own when this process exports traces."""
+        if not self._spans.enabled:
+            return await self._run(job_type, job, attempt)
+        with self._spans.attempt(job_type, job, attempt):
+            return await self._run(job_type, job, attempt)
+
+    async def _run(self, job_type: JobType, job: QueuedJob, attempt: int) -> Outcome:
         ttl = self._records.ttl_for(job_type.result_ttl)
         job_id = job.id
         # Built from what the queue carries rather than read back: one Redis round trip less.
@@ -127,8 +137,10 @@ class JobRunner:
             owner=job.owner,
             scheduled_for=job.scheduled_for,
             callback=Callback(url=job.callback_url) if job.callback_url is not None else None,
+            trace_context=job.trace_context,
         )
         if attempt > 1 and await self._ended_before(record):
+            note_skipped()
             return Finished()
         if attempt > job_type.max_attempts + REDELIVERIES:
             # Every earlier delivery ended without an outcome: its worker died or stopped
@@ -233,7 +245,9 @@ class JobRunner:
     ) -> Outcome:
         message = describe(error, job_type)
         retryable = isinstance(error, RetryableJobError | TimeoutError)
-        if retryable and record.attempts < job_type.max_attempts:
+        retried = retryable and record.attempts < job_type.max_attempts
+        note_failure(error, retried=retried)
+        if retried:
             delay = retry_delay(job_type, record.attempts)
             logger.warning(
                 "job %s (%s) attempt %d failed, retrying in %.2fs: %s",
@@ -273,6 +287,9 @@ class JobRunner:
         record.result = result
         record.error = error
         record.finished_at = utcnow()
+        note_end(record)
+        # The callback's span is a child of this attempt's.
+        record.trace_context = current_trace_context() or record.trace_context
         self._activity.finished(record)
         if record.callback is not None and self._callbacks is not None:
             # Before the end is recorded: a worker that dies in between leaves the callback

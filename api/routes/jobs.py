@@ -33,6 +33,7 @@ from shared.records import (
     RecordStore,
     utcnow,
 )
+from shared.tracing import current_trace_context
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ async def cancel(services: Services, record: JobRecord, *, call_back: bool = Tru
     record.status = JobStatus.CANCELLED
     record.error = CANCELLED_MESSAGE
     record.finished_at = utcnow()
+    # The callback's span is a child of this request's.
+    record.trace_context = current_trace_context() or record.trace_context
     callback = record.callback if call_back else None
     if callback is not None:
         # In the outbox before the end is written, as a worker's runner does

@@ -33,6 +33,9 @@ class QueuedJob(BaseModel):
     """The due time, for a run of a scheduled job type (worker/scheduler.py)."""
     callback_url: str | None = None
     """Where the record is POSTed when the job has finished (its record's `callback`)."""
+    trace_context: dict[str, str] | None = None
+    """The submitting request's span as W3C trace headers (traceparent, tracestate), whose
+    child each attempt's span is (shared/tracing.py); None when tracing is off."""
 
     @classmethod
     def of(cls, record: JobRecord, parameters: dict[str, Any], queue: str) -> "QueuedJob":
@@ -45,6 +48,7 @@ class QueuedJob(BaseModel):
             queue=queue,
             scheduled_for=record.scheduled_for,
             callback_url=record.callback.url if record.callback is not None else None,
+            trace_context=record.trace_context,
         )
 
     def __repr__(self) -> str:

@@ -104,6 +104,10 @@ class JobRecord(JobView):
 
     owner: str | None = None
     """A digest of the API key that submitted the job (never the key); None when open."""
+    trace_context: dict[str, str] | None = None
+    """W3C trace headers of the span that last acted on the job (its submission, the attempt
+    that ended it, a cancel), whose child its callback's span is; None when tracing is off."""
 
     def public_json(self) -> str:
-        return self.model_dump_json(exclude={"owner"})
+        # What the stored record holds that no client is shown.
+        return self.model_dump_json(exclude={"owner", "trace_context"})
