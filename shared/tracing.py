@@ -10,8 +10,10 @@ reads only the few that say whether and where to export, once, when a process st
 """
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ INSTRUMENTATION_NAME = "jobcache"
 API_SERVICE = "jobcache-api"
 WORKER_SERVICE = "jobcache-worker"
 """Each process's service name when OTEL_SERVICE_NAME does not give one."""
-SHUTDOWN_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 2.0
 """Seconds a stopping process gives its last spans to reach the collector."""
 
 Exporter = Literal["otlp", "console"]
@@ -98,7 +100,11 @@ async def open_tracing(default_service: str) -> AsyncIterator[TracerProvider | N
     if config.exporter is None or is_configured():
         yield None
         return
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: config.service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: config.service_name}),
+        # Shut down here, within SHUTDOWN_TIMEOUT; not again, unbounded, at the process's exit.
+        shutdown_on_exit=False,
+    )
     provider.add_span_processor(span_processor(config))
     trace.set_tracer_provider(provider)
     logger.info(
@@ -107,11 +113,33 @@ async def open_tracing(default_service: str) -> AsyncIterator[TracerProvider | N
     try:
         yield provider
     finally:
-        # The exporter blocks on the network: off the event loop, and bounded.
-        flushed = await asyncio.to_thread(provider.force_flush, int(SHUTDOWN_TIMEOUT * 1000))
-        if not flushed:
-            logger.warning("tracing: spans not exported within %gs were dropped", SHUTDOWN_TIMEOUT)
-        await asyncio.to_thread(provider.shutdown)
+        await shut_down(provider)
+
+
+async def shut_down(provider: TracerProvider) -> None:
+    """Export the spans left and stop, giving up after SHUTDOWN_TIMEOUT: a collector that does
+    not answer must not hold up a stopping api or worker (the exporter retries for its own
+    timeout, 10 s by default, and the SDK's flush ignores the timeout it is given). The export
+    goes on in a daemon thread, which the process's exit ends."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def shut_down_and_tell() -> None:
+        try:
+            provider.shutdown()
+        finally:
+            # The loop may be closed by now, if the wait below gave up.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(done.set_result, None)
+
+    threading.Thread(target=shut_down_and_tell, name="tracing-shutdown", daemon=True).start()
+    try:
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+            await done
+    except TimeoutError:
+        logger.warning(
+            "tracing: spans not exported within %gs of stopping were dropped", SHUTDOWN_TIMEOUT
+        )
 
 
 def is_configured() -> bool:

@@ -1,18 +1,22 @@
 """Traces across real processes: an api and two workers on Redis, exporting over OTLP/HTTP to a
 receiver in the test that decodes what it is sent. A job's attempt (on whichever worker) is a
 child of the api's request span, which continues the client's trace, and the job's callback
-is a client span under that attempt whose traceparent reaches the receiver."""
+is a client span under that attempt whose traceparent reaches the receiver. A collector that
+does not answer costs a stopping process SHUTDOWN_TIMEOUT at most."""
 
+import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from shared.tracing import SHUTDOWN_TIMEOUT
 from tests.deployments import Deployment, start_all, wait_finished
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiving
-from tests.processes import wait_for
+from tests.processes import api, child_environment, free_port, wait_for
 from tests.webhook_receiver import SECRET, receiving
 
 pytestmark = pytest.mark.processes
@@ -99,3 +103,29 @@ def test_a_job_is_traced_from_the_request_through_a_worker_to_its_callback(
     assert failed.events == ["exception"]
     # The scrapes of the worker list and health are not traced.
     assert not [span for span in collector.received() if "/health" in span.name]
+
+
+def test_a_collector_that_does_not_answer_does_not_hold_up_a_stopping_api(
+    tmp_path: Path, namespace: str
+) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    environment = child_environment(
+        {
+            "CACHE_BACKEND": "local",
+            "CACHE_NAMESPACE": namespace,
+            "CPU_WORKERS": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": unreachable,
+        }
+    )
+    with api(environment, tmp_path / "api.log") as served:
+        with httpx.Client(base_url=served.url) as client:
+            job_id = client.post("/jobs/echo", json={"message": "x"}).json()["id"]
+            assert wait_finished(client, job_id)["status"] == "succeeded"
+        stopping = time.monotonic()
+        served.stop()
+        stopped_after = time.monotonic() - stopping
+        log = served.output()
+    # The exporter alone would retry for its 10 s timeout before giving up.
+    assert stopped_after < SHUTDOWN_TIMEOUT + 4, log
+    assert "spans not exported within 2s of stopping were dropped" in log
+    assert "Application shutdown complete" in log

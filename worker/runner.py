@@ -140,7 +140,8 @@ class JobRunner:
             trace_context=job.trace_context,
         )
         if attempt > 1 and await self._ended_before(record):
-            note_skipped()
+            if self._spans.enabled:
+                note_skipped()
             return Finished()
         if attempt > job_type.max_attempts + REDELIVERIES:
             # Every earlier delivery ended without an outcome: its worker died or stopped
@@ -246,7 +247,8 @@ class JobRunner:
         message = describe(error, job_type)
         retryable = isinstance(error, RetryableJobError | TimeoutError)
         retried = retryable and record.attempts < job_type.max_attempts
-        note_failure(error, retried=retried)
+        if self._spans.enabled:
+            note_failure(error, retried=retried)
         if retried:
             delay = retry_delay(job_type, record.attempts)
             logger.warning(
@@ -287,9 +289,10 @@ class JobRunner:
         record.result = result
         record.error = error
         record.finished_at = utcnow()
-        note_end(record)
-        # The callback's span is a child of this attempt's.
-        record.trace_context = current_trace_context() or record.trace_context
+        if self._spans.enabled:
+            note_end(record)
+            # The callback's span is a child of this attempt's.
+            record.trace_context = current_trace_context() or record.trace_context
         self._activity.finished(record)
         if record.callback is not None and self._callbacks is not None:
             # Before the end is recorded: a worker that dies in between leaves the callback
