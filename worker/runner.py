@@ -35,7 +35,8 @@ from shared.records import (
 )
 from shared.settings import Settings
 from worker.attempt_records import AttemptRecords
-from worker.context import AttemptContext, create_cpu_pool
+from worker.context import AttemptContext
+from worker.cpu_pool import close_cpu_pool, create_cpu_pool
 
 logger = logging.getLogger(__name__)
 
@@ -302,4 +303,4 @@ async def running_jobs(
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner
     finally:
-        cpu_pool.shutdown(wait=False, cancel_futures=True)
+        await close_cpu_pool(cpu_pool)
