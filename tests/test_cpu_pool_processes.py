@@ -15,11 +15,13 @@ import pytest
 
 from tests.deployments import Deployment, delete_what_deployment_created, wait_finished
 from tests.processes import (
+    BIN,
     ChildProcess,
     ProcessIdentity,
     api,
     child_environment,
     descendants,
+    running,
     still_running,
     wait_for,
     worker,
@@ -32,6 +34,15 @@ pytestmark = [
 
 GONE_WITHIN = 5.0
 LEAKED = "leaked semaphore"
+WATCHED_POOL = """
+import concurrent.futures, multiprocessing, time
+from worker.cpu_pool import exit_when_parent_ends
+pool = concurrent.futures.ProcessPoolExecutor(
+    1, mp_context=multiprocessing.get_context("spawn"), initializer=exit_when_parent_ends
+)
+pool.submit(time.sleep, 60)
+time.sleep(60)
+"""
 
 
 @pytest.fixture
@@ -107,3 +118,19 @@ def test_stopping_the_local_mode_api_leaves_no_process_and_no_leaked_semaphore(
         output = served.output()
     assert "Application shutdown complete" in output
     assert LEAKED not in output
+
+
+def test_where_the_kernel_cannot_kill_them_pool_processes_end_with_their_parent(
+    tmp_path: Path,
+) -> None:
+    """The watch used off Linux (a thread on the parent's sentinel), tried on its own here."""
+    command = [str(BIN / "python"), "-c", WATCHED_POOL]
+    with running("pool", command, child_environment({}), tmp_path / "pool.log") as parent:
+        left = wait_for(
+            lambda: (found := descendants(parent.pid)) and len(found) == 2 and found,
+            10,
+            what="the pool's process and the resource tracker run",
+        )
+        parent.process.kill()
+        parent.process.wait(GONE_WITHIN)
+        wait_all_gone(left)

@@ -58,6 +58,13 @@ def die_with_parent(parent_pid: int) -> None:
             # The parent died before the request was made: nobody will send the signal.
             os.kill(os.getpid(), signal.SIGKILL)
         return
+    exit_when_parent_ends()
+
+
+def exit_when_parent_ends() -> None:
+    """Where the kernel cannot do it: a thread of this process, started by multiprocessing,
+    that ends it once its parent has ended (the parent's sentinel, a pipe whose other end only
+    the parent holds, is then at its end)."""
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:
         logger.warning("cpu pool process %d cannot watch its parent", os.getpid())
