@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
+from shared.host_port import split_host_port
 from shared.keys import Keys
 from shared.webhooks.addresses import AllowedHosts
 from shared.webhooks.signing import secret_problem
@@ -236,6 +237,13 @@ class Settings(BaseSettings):
         description="Port of a worker's metrics and health endpoint; 0: any free port (each "
         "worker announces its address in its heartbeat).",
     )
+    worker_metrics_advertise: str | None = Field(
+        default=None,
+        description="host or host:port a worker announces for its endpoint (GET "
+        "/metrics/targets) instead of the one it finds, where others reach it by another "
+        "address (NAT, containers); an IPv6 address with a port as [address]:port. Without a "
+        "port, the port it listens on.",
+    )
 
     @property
     def api_key_list(self) -> list[str]:
@@ -260,10 +268,10 @@ class Settings(BaseSettings):
         names = [name.strip() for name in self.worker_queues.split(",") if name.strip()]
         return list(dict.fromkeys(names))
 
-    @field_validator("webhook_secret", mode="before")
+    @field_validator("webhook_secret", "worker_metrics_advertise", mode="before")
     @classmethod
-    def _empty_secret_is_unset(cls, value: Any) -> Any:
-        """`WEBHOOK_SECRET=` (as .env.example has it) means no secret."""
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`WEBHOOK_SECRET=` (as .env.example has it) means no secret, and so on."""
         if isinstance(value, str) and not value.strip():
             return None
         return value
@@ -281,6 +289,13 @@ class Settings(BaseSettings):
     @classmethod
     def _hosts_are_hosts(cls, value: str) -> str:
         AllowedHosts.parse(value)  # a ValueError names the bad entry
+        return value
+
+    @field_validator("worker_metrics_advertise")
+    @classmethod
+    def _advertise_is_host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)  # a ValueError says what is wrong
         return value
 
     @field_validator("redis_sentinels")

@@ -96,6 +96,54 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -
     return process.wait(timeout)
 
 
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """A process as Linux's /proc shows it: its pid, its start time (which tells it from a later
+    process given the same pid) and its command line."""
+
+    pid: int
+    started: int
+    command: str
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """State, parent pid and start time of `pid` from /proc, or None if it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # After the command name in parentheses, which may hold spaces and parentheses itself.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def descendants(pid: int) -> list[ProcessIdentity]:
+    """Every running process below `pid` (its children, theirs, and so on), from /proc."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            children.setdefault(stat[1], []).append(int(entry.name))
+            started[int(entry.name)] = stat[2]
+    found: list[ProcessIdentity] = []
+    below = list(children.get(pid, []))
+    while below:
+        child = below.pop()
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(ProcessIdentity(child, started[child], command.strip()))
+        below.extend(children.get(child, []))
+    return found
+
+
+def still_running(process: ProcessIdentity) -> bool:
+    """Whether `process` runs yet: a zombie has ended, and a new process with its pid is another."""
+    stat = _stat(process.pid)
+    return stat is not None and stat[2] == process.started and stat[0] not in ("Z", "X")
+
+
 class ChildProcess:
     """A started process whose stdout and stderr go to one log file."""
 

@@ -32,7 +32,7 @@ from shared.records import JobRecord, RecordStore, utcnow
 from tests.conftest import client_for, finished_record, settings_for_test
 from tests.deployments import QUEUE_DB, REDIS_HOST, REDIS_PORT
 from tests.exposition import total
-from worker.monitoring import Heartbeat, WorkerEndpoint, advertised_host
+from worker.monitoring import Heartbeat, WorkerEndpoint
 from worker.runner import JobRunner
 
 
@@ -354,9 +354,3 @@ async def test_a_worker_endpoint_is_not_ready_before_its_first_heartbeat_and_ans
         await endpoint.close()
         await heartbeat.close()
     assert await overview.workers() == []
-
-
-def test_a_worker_listening_on_every_interface_announces_its_address_towards_redis() -> None:
-    assert advertised_host(settings_for_test(worker_metrics_host="10.0.0.7")) == "10.0.0.7"
-    everywhere = settings_for_test(worker_metrics_host="0.0.0.0", redis_host="127.0.0.1")
-    assert advertised_host(everywhere) == "127.0.0.1"

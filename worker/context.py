@@ -1,10 +1,9 @@
-"""The worker's side of shared.jobs.JobContext: progress reports of one attempt, and the process
-pool that runs CPU-bound job code."""
+"""The worker's side of shared.jobs.JobContext: progress reports of one attempt, and its way
+into the process pool that runs CPU-bound job code (worker/cpu_pool.py)."""
 
 import asyncio
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from typing import TypeVar
 
 from shared.records import JobRecord, Progress
@@ -43,9 +42,3 @@ class AttemptContext:
         """Run CPU-bound code in the process pool so the event loop keeps serving other jobs."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu_pool, function, *args)
-
-
-def create_cpu_pool(size: int) -> ProcessPoolExecutor:
-    """The process pool behind `run_in_process`. spawn, not fork: forking a process that runs an
-    event loop and Redis connections copies their state into the child."""
-    return ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"))

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import time
 
 from shared.activity import WorkerActivity
@@ -19,12 +18,12 @@ from shared.errors import BackendUnavailableError
 from shared.metrics import EXPOSITION_CONTENT_TYPE
 from shared.overview.base import HEARTBEAT_SECONDS, WORKER_STALE_SECONDS, Overview
 from shared.settings import Settings
+from worker.endpoint_address import advertised_address
 
 logger = logging.getLogger(__name__)
 
 REQUEST_HEAD_TIMEOUT = 5.0
 WITHDRAW_TIMEOUT = 1.0
-ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
 class Heartbeat:
@@ -135,22 +134,6 @@ class WorkerEndpoint:
                 await writer.wait_closed()
 
 
-def advertised_host(settings: Settings) -> str:
-    """The address others reach the endpoint at: the one it listens on, or when it listens
-    on every interface, this host's address on the way to Redis (in compose: the container's)."""
-    host = settings.worker_metrics_host
-    if host not in ANY_ADDRESS:
-        return host
-    try:
-        # Connecting a UDP socket sends nothing: it only picks the outgoing interface.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((settings.redis_host, settings.redis_port))
-            address: str = probe.getsockname()[0]
-            return address
-    except OSError:
-        return socket.gethostname()
-
-
 class Monitoring:
     """The worker's heartbeat and endpoint, started together and closed together."""
 
@@ -170,7 +153,7 @@ async def start_monitoring(
     heartbeat = Heartbeat(overview, activity)
     endpoint = WorkerEndpoint(activity, heartbeat)
     port = await endpoint.start(settings.worker_metrics_host, settings.worker_metrics_port)
-    activity.metrics_address = f"{advertised_host(settings)}:{port}"
+    activity.metrics_address = advertised_address(settings, port)
     logger.info(
         "worker %s: metrics and health at http://%s/metrics",
         activity.worker_id, activity.metrics_address,

@@ -37,7 +37,8 @@ from shared.settings import Settings
 from shared.tracing import current_trace_context
 from worker.attempt_records import AttemptRecords
 from worker.attempt_spans import AttemptSpans, note_end, note_failure, note_skipped
-from worker.context import AttemptContext, create_cpu_pool
+from worker.context import AttemptContext
+from worker.cpu_pool import close_cpu_pool, create_cpu_pool
 
 logger = logging.getLogger(__name__)
 
@@ -322,4 +323,4 @@ async def running_jobs(
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner
     finally:
-        cpu_pool.shutdown(wait=False, cancel_futures=True)
+        await close_cpu_pool(cpu_pool)
