@@ -14,7 +14,12 @@ from api.auth import ApiKeys
 from api.body_limit import SettingsBodyLimit
 from api.errors import install_error_handlers
 from api.methods import install_method_answers
-from api.observability import RequestObserver, count_redis_errors
+from api.observability import (
+    RequestObserver,
+    count_quota_refusals,
+    count_redis_errors,
+    expect_routes,
+)
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
@@ -36,7 +41,8 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
     """Open what the api needs for its mode; fail with a StartupError if Redis refuses it. In
     the local mode the api hosts the embedded worker, which runs its jobs."""
     async with AsyncExitStack() as stack:
-        metrics = Metrics(catalog, system_view=True)
+        # In the local mode the api runs the jobs too, and owns a worker's metrics as well.
+        metrics = Metrics(catalog, api=True, worker=settings.cache_backend == "local")
         hosted = embedded_worker(settings, catalog, metrics)
         backend = await stack.enter_async_context(
             open_backend(settings, Role.API, in_process_worker=hosted, catalog=catalog)
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog = load_catalog(active.job_modules)
             install_submit_routes(app, catalog)
             async with open_tracing(API_SERVICE), open_services(active, catalog) as services:
+                expect_routes(app, services.metrics.api)
                 app.state.services = services
                 logger.info(
                     "jobcache api ready: backend %s, namespace %s, %d job types",
@@ -95,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SettingsBodyLimit)
     install_error_handlers(app)
     count_redis_errors(app)
+    count_quota_refusals(app)
     app.add_middleware(RequestObserver)
     app.include_router(listing.router)
     app.include_router(jobs.router)

@@ -1,5 +1,6 @@
 """What the api counts and logs on the way through requests: one log line per request handled,
-response-cache hits and misses, Redis errors, and each submitted job."""
+requests by route and status, response-cache hits and misses, quota refusals, Redis errors,
+and each submitted job."""
 
 import inspect
 import logging
@@ -8,13 +9,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.routing import iter_route_contexts
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.response_cache.decorator import NAMESPACE_STATE_KEY
 from api.services import Services
-from shared.errors import BackendUnavailableError
+from shared.errors import BackendUnavailableError, QuotaExceededError
 from shared.logs import REQUEST_LOGGER
+from shared.metrics import ApiFamilies
 from shared.records import JobRecord
 
 logger = logging.getLogger(__name__)
@@ -26,7 +29,8 @@ ExceptionHandler = Callable[[Request, Exception], Response | Awaitable[Response]
 
 class RequestObserver:
     """ASGI middleware: logs each request once it is answered (method, path, route, status,
-    duration; never the query or body) and counts X-Cache answers of cached endpoints."""
+    duration; never the query or body), counts and times it by route template and status, and
+    counts X-Cache answers of cached endpoints."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,19 +55,30 @@ class RequestObserver:
         try:
             await self.app(scope, receive, observe)
         finally:
+            duration = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None)
-            if cache_result in ("hit", "miss"):
-                count_response_cache(scope, route or scope["path"], cache_result)
+            services: Services | None = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                metrics = services.metrics.api
+                metrics.observe_request(route, scope["method"], status, duration)
+                if cache_result in ("hit", "miss"):
+                    count_response_cache(metrics, scope, route or scope["path"], cache_result)
             if request_logger.isEnabledFor(logging.INFO):
-                log_request(scope, route, status, time.perf_counter() - started)
+                log_request(scope, route, status, duration)
 
 
-def count_response_cache(scope: Scope, route: str, result: str) -> None:
-    services: Services | None = getattr(scope["app"].state, "services", None)
-    if services is None:
-        return
+def count_response_cache(metrics: ApiFamilies, scope: Scope, route: str, result: str) -> None:
     namespace = str(scope.get("state", {}).get(NAMESPACE_STATE_KEY, ""))
-    services.metrics.response_cache_requests.labels(namespace, route, result).inc()
+    metrics.response_cache_requests.labels(namespace, route, result).inc()
+
+
+def expect_routes(app: FastAPI, metrics: ApiFamilies) -> None:
+    """Make the error series of every route at 0 (shared/metrics.ApiFamilies.expect_routes)."""
+    metrics.expect_routes(
+        (route.path, sorted(route.methods or ()))
+        for route in iter_route_contexts(app.routes)
+        if route.path is not None
+    )
 
 
 def log_request(scope: Scope, route: str | None, status: int, duration: float) -> None:
@@ -90,6 +105,22 @@ def counted(handler: ExceptionHandler) -> ExceptionHandler:
         return await response if inspect.isawaitable(response) else response
 
     return count_then_handle
+
+
+def count_quota_refusals(app: FastAPI) -> None:
+    """Count each 429 by the kind of quota it refused for: wraps the QuotaExceededError
+    handler (install it first)."""
+    handle = app.exception_handlers[QuotaExceededError]
+
+    async def count_then_handle(request: Request, error: Exception) -> Response:
+        assert isinstance(error, QuotaExceededError)
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.metrics.api.quota_refusals.labels(error.quota).inc()
+        response = handle(request, error)
+        return await response if inspect.isawaitable(response) else response
+
+    app.add_exception_handler(QuotaExceededError, count_then_handle)
 
 
 def count_redis_errors(app: FastAPI) -> None:

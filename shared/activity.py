@@ -63,9 +63,10 @@ class WorkerActivity:
         concurrency: int = 1,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
     ) -> None:
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics if metrics is not None else Metrics(worker=True)
         self.worker_id = worker_id or new_worker_id()
         self.concurrency = concurrency
+        self.metrics.worker.slots.set(concurrency)
         self.queues = list(queues)
         self.metrics_address: str | None = None
         self._started_at = utcnow()
@@ -83,16 +84,21 @@ class WorkerActivity:
             started_at=started_at,
             queue=queue,
         )
-        self.metrics.jobs_running.set(len(self._running))
-        self.metrics.jobs_started.labels(record.name).inc()
+        self.metrics.worker.jobs_running.set(len(self._running))
+        self.metrics.worker.jobs_started.labels(record.name).inc()
         if record.attempts == 1:
             wait = (started_at - record.created_at).total_seconds()
-            self.metrics.queue_wait.labels(record.name).observe(max(0.0, wait))
+            self.metrics.worker.queue_wait.labels(record.name).observe(max(0.0, wait))
+
+    def redelivered(self, record: JobRecord) -> None:
+        """The attempt about to start runs the job again after its previous delivery ended
+        without an outcome (its worker died or was cut off, and its lease ran out)."""
+        self.metrics.worker.jobs_redelivered.labels(record.name).inc()
 
     def retried(self, record: JobRecord) -> None:
         """The attempt failed and the job will be retried."""
         self._ended(record, "retried")
-        self.metrics.jobs_retried.labels(record.name).inc()
+        self.metrics.worker.jobs_retried.labels(record.name).inc()
 
     def finished(self, record: JobRecord) -> None:
         """The job ended: `record` has its final status and finished_at."""
@@ -101,8 +107,8 @@ class WorkerActivity:
             return
         self._ended(record, outcome)
         counter = {
-            "succeeded": self.metrics.jobs_succeeded,
-            "failed": self.metrics.jobs_failed,
+            "succeeded": self.metrics.worker.jobs_succeeded,
+            "failed": self.metrics.worker.jobs_failed,
             "cancelled": self.metrics.jobs_cancelled,
         }.get(outcome)
         if counter is not None:
@@ -111,7 +117,7 @@ class WorkerActivity:
     def ended(self, job_id: str) -> None:
         """The attempt is over whatever happened (even an error the runner let through)."""
         if self._running.pop(job_id, None) is not None:
-            self.metrics.jobs_running.set(len(self._running))
+            self.metrics.worker.jobs_running.set(len(self._running))
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(
@@ -133,5 +139,6 @@ class WorkerActivity:
         if running is not None:
             ended_at = record.finished_at or utcnow()
             duration = (ended_at - running.started_at).total_seconds()
-            self.metrics.job_duration.labels(record.name, outcome).observe(max(0.0, duration))
+            histogram = self.metrics.worker.job_duration.labels(record.name, outcome)
+            histogram.observe(max(0.0, duration))
         self.ended(record.id)

@@ -63,10 +63,12 @@ class UnauthorizedError(JobcacheError):
 
 
 class QuotaExceededError(JobcacheError):
-    """The caller's key is over one of its quotas; it may try again after `retry_after` s."""
+    """The caller's key is over one of its quotas, `quota` (`jobs_in_flight` or
+    `submissions_per_second`); it may try again after `retry_after` s."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, quota: str) -> None:
         self.retry_after = retry_after
+        self.quota = quota
         super().__init__(message)
 
 

@@ -35,3 +35,18 @@ def total(expositions: list[str] | str, name: str, **labels: str) -> float:
 
 def has_sample(text: str, name: str) -> bool:
     return any(sample.name == name for sample in parse(text))
+
+
+def samples(text: str, name: str, **labels: str) -> list[Sample]:
+    """The samples called `name` whose labels include `labels`: empty when no such series is
+    exported (where `total` would say 0)."""
+    return [
+        sample
+        for sample in parse(text)
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+
+
+def families(text: str) -> set[str]:
+    """The names of the metric families exported, as their samples name them."""
+    return {sample.name for sample in parse(text)}

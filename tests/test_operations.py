@@ -107,7 +107,7 @@ async def test_a_retried_attempt_is_counted_and_timed_by_its_outcome() -> None:
         return EchoResult(message=parameters.message)
 
     cache = memory_cache(settings_for_test(cache_namespace=f"test-{uuid.uuid4().hex[:12]}"))
-    activity = WorkerActivity(Metrics())
+    activity = WorkerActivity(Metrics(worker=True))
     with ThreadPoolExecutor(1) as pool:
         runner = JobRunner(RecordStore(cache, 60, MemoryJobEvents()), pool, activity)
         job_id, created = new_job_id(), utcnow() - timedelta(seconds=2)

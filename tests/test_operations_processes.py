@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.deployments import Deployment, delete_what_deployment_created, start_all, wait_finished
-from tests.exposition import total
+from tests.exposition import has_sample, total
 from tests.processes import REPO_ROOT, api, child_environment, redis_server, wait_for
 
 pytestmark = pytest.mark.processes
@@ -182,11 +182,21 @@ def test_readiness_turns_unhealthy_when_redis_stops_and_healthy_when_it_returns(
             )
             assert client.get("/health/ready").json() == {"status": "unavailable", "redis": False}
             assert client.get("/health/live").status_code == 200
-            # Metrics are still served, with the outage counted and no stale system view.
+            # Metrics are still served, with the outage counted. The system's gauges, which
+            # only Redis can give, are left out (never stale, never a NaN that would turn every
+            # threshold alert on them false), and a gauge of their own says so.
             metrics = client.get("/metrics")
             assert metrics.status_code == 200
             assert total(metrics.text, "jobcache_redis_errors_total", operation="health") >= 1
-            assert "jobcache_workers_alive NaN" in metrics.text
+            assert total(metrics.text, "jobcache_redis_errors_total", operation="metrics") >= 1
+            assert total(metrics.text, "jobcache_system_view_up") == 0
+            for gone in (
+                "jobcache_workers_alive",
+                "jobcache_queue_depth",
+                "jobcache_queue_deferred",
+            ):
+                assert not has_sample(metrics.text, gone), gone
+            assert "NaN" not in metrics.text
 
             server.start()
             wait_for(
@@ -195,3 +205,7 @@ def test_readiness_turns_unhealthy_when_redis_stops_and_healthy_when_it_returns(
                 what="readiness recovers with Redis",
             )
             assert client.get("/health/ready").json() == {"status": "ready", "redis": True}
+            metrics = client.get("/metrics")
+            assert total(metrics.text, "jobcache_system_view_up") == 1
+            assert has_sample(metrics.text, "jobcache_workers_alive")
+            assert total(metrics.text, "jobcache_queue_depth", queue="default") == 0

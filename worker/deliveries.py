@@ -138,7 +138,7 @@ class CallbackDeliverer:
             record = await self._records.get(claimed.job_id)
             if record is None:
                 await self._outbox.settle(claimed)
-                self._metrics.callback_deliveries.labels("dropped").inc()
+                self._metrics.worker.callback_deliveries.labels("dropped").inc()
                 logger.info(
                     "job %s: callback dropped: the job's record is gone (deleted, or expired)",
                     claimed.job_id,
@@ -193,7 +193,7 @@ class CallbackDeliverer:
         else:
             await self._outbox.settle(claimed)
             outcome = callback.state.value
-        self._metrics.callback_deliveries.labels(outcome).inc()
+        self._metrics.worker.callback_deliveries.labels(outcome).inc()
         log = logger.info if result.delivered else logger.warning
         log(
             "job %s (%s): callback to %s %s, attempt %d%s",

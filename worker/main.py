@@ -134,7 +134,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         open_backend(settings, Role.WORKER, queue_client=pool, catalog=catalog)
     )
     activity = WorkerActivity(
-        Metrics(catalog),
+        Metrics(catalog, worker=True),
         worker_id=ctx["worker_id"],
         concurrency=settings.worker_concurrency,
         queues=queues,

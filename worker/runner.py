@@ -77,6 +77,15 @@ def describe(error: BaseException, job_type: JobType) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def ended_without_outcome(earlier: JobRecord | None, attempt: int) -> bool:
+    """Whether the delivery before `attempt` ended without recording how: its record still says
+    running, or it is older still (the attempt died before announcing itself). A retry, or a
+    worker that stopped in its grace period, wrote the job back to queued with that attempt."""
+    if earlier is None:
+        return False
+    return earlier.status is JobStatus.RUNNING or earlier.attempts < attempt - 1
+
+
 def encode_result(job_type: JobType, result: object) -> Any:
     """The result as plain JSON data, checked against the declared result model. What JSON
     cannot hold raises here; a float that is not finite becomes null, as pydantic writes it."""
@@ -140,10 +149,15 @@ class JobRunner:
             callback=Callback(url=job.callback_url) if job.callback_url is not None else None,
             trace_context=job.trace_context,
         )
-        if attempt > 1 and await self._ended_before(record):
-            if self._spans.enabled:
-                note_skipped()
-            return Finished()
+        cut_short = False
+        if attempt > 1:
+            earlier = await self._records.get(job_id)
+            if earlier is not None and earlier.status.finished:
+                await self._ended_before(record, earlier)
+                if self._spans.enabled:
+                    note_skipped()
+                return Finished()
+            cut_short = ended_without_outcome(earlier, attempt)
         if attempt > job_type.max_attempts + REDELIVERIES:
             # Every earlier delivery ended without an outcome: its worker died or stopped
             # mid-attempt, or could not write the record (worker/main.py).
@@ -153,6 +167,14 @@ class JobRunner:
                 error=f"gave up after {attempt - 1} attempts: each ended without an outcome "
                 "(its worker stopped, or could not record it)",
             )
+        if cut_short:
+            logger.warning(
+                "job %s (%s): attempt %d starts again; attempt %d ended without an outcome "
+                "(its worker died or was cut off from Redis, and its lease ran out)",
+                job_id, job_type.name, attempt, attempt - 1,
+                extra=job_event("job.redelivered", job_id, job_type.name, attempt=attempt),
+            )  # fmt: skip
+            self._activity.redelivered(record)
         task = asyncio.current_task()
         assert task is not None
         self._running[job_id] = task
@@ -179,20 +201,16 @@ class JobRunner:
             self._writers.pop(job_id, None)
             self._cancel_requested.discard(job_id)
 
-    async def _ended_before(self, record: JobRecord) -> bool:
-        """Whether an earlier delivery of the job recorded its end (its worker died before
-        telling the queue): it is not run again, which would take a finished record back to
-        running and make a second end (and a second callback)."""
-        stored = await self._records.get(record.id)
-        if stored is None or not stored.status.finished:
-            return False
+    async def _ended_before(self, record: JobRecord, stored: JobRecord) -> None:
+        """An earlier delivery of the job recorded its end (its worker died before telling the
+        queue): it is not run again, which would take a finished record back to running and
+        make a second end (and a second callback)."""
         logger.info(
             "job %s (%s): attempt %d finds the job %s already; not run again",
             record.id, record.name, record.attempts, stored.status.value,
         )  # fmt: skip
         if record.owner is not None and self._quotas is not None:
             await self._quotas.release(record.owner, record.id)
-        return True
 
     async def _attempt(
         self, job_type: JobType, record: JobRecord, ttl: int, parameters: Mapping[str, Any]

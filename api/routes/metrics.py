@@ -3,7 +3,6 @@ depth, workers alive); GET /metrics/targets: the workers' own metrics endpoints,
 HTTP service discovery format."""
 
 import asyncio
-import math
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
@@ -27,8 +26,10 @@ class ScrapeTargets(BaseModel):
 
 
 async def refresh_system_view(metrics: Metrics, overview: Overview, queues: list[str]) -> None:
-    """Set the gauges of the whole system from Redis; NaN when Redis does not answer, so that
-    a stale number is never shown as a current one."""
+    """Read the gauges of the whole system from Redis; when Redis does not answer they are
+    left out of this scrape (jobcache_system_view_up 0), so that a stale number is never shown
+    as a current one."""
+    view = metrics.api.system_view
     try:
         async with asyncio.timeout(SYSTEM_VIEW_TIMEOUT_SECONDS):
             depths, workers = await asyncio.gather(
@@ -37,12 +38,10 @@ async def refresh_system_view(metrics: Metrics, overview: Overview, queues: list
     except (BackendUnavailableError, TimeoutError):
         # TimeoutError: this read's own deadline.
         metrics.redis_errors.labels("metrics").inc()
-        metrics.show_system(
-            queues=dict.fromkeys(queues, (math.nan, math.nan)), workers_alive=math.nan
-        )
+        view.unreadable()
         return
-    metrics.show_system(
-        queues={
+    view.show(
+        {
             queue: (waiting_jobs(queue, depth, workers), depth.deferred)
             for queue, depth in depths.items()
         },

@@ -63,14 +63,20 @@ def refuse(limits: Limits, count: int, in_flight: bool) -> QuotaExceededError:
         template = IN_FLIGHT_REFUSAL if in_flight else RATE_REFUSAL
     else:
         template = IN_FLIGHT_BATCH_REFUSAL if in_flight else RATE_BATCH_REFUSAL
-    return QuotaExceededError(template.format(limit=limit, count=count), 1)
+    quota = "jobs_in_flight" if in_flight else "submissions_per_second"
+    return QuotaExceededError(template.format(limit=limit, count=count), 1, quota)
 
 
 def check_batch_fits(limits: Limits, count: int) -> None:
     """A batch larger than a quota could never be admitted: say so at once."""
-    for limit, what in (
-        (limits.jobs_in_flight, f"have {limits.jobs_in_flight} unfinished jobs"),
-        (limits.submissions_per_second, f"submit {limits.submissions_per_second} jobs a second"),
+    for quota, limit, what in (
+        ("jobs_in_flight", limits.jobs_in_flight, f"have {limits.jobs_in_flight} unfinished jobs"),
+        (
+            "submissions_per_second",
+            limits.submissions_per_second,
+            f"submit {limits.submissions_per_second} jobs a second",
+        ),
     ):
         if limit and count > limit:
-            raise QuotaExceededError(BATCH_TOO_LARGE.format(what=what, limit=limit, count=count), 1)
+            message = BATCH_TOO_LARGE.format(what=what, limit=limit, count=count)
+            raise QuotaExceededError(message, 1, quota)
