@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -16,6 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.local_http import serving
 
 
 @dataclass(frozen=True)
@@ -111,13 +113,6 @@ def handler_for(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
 def otlp_receiving() -> Iterator[OtlpReceiver]:
     """A receiver on a free loopback port, serving until the context ends."""
     receiver = OtlpReceiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(receiver))
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="otlp-receiver", daemon=True)
-    thread.start()
-    try:
+    with serving(handler_for(receiver), "otlp-receiver") as port:
+        receiver.port = port
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)

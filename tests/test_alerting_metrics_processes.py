@@ -2,17 +2,13 @@
 running jobs, none of the api's families, and a job run again after its worker was killed."""
 
 import re
-import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.deployments import (
     Deployment,
-    delete_what_deployment_created,
     start_all,
     started_lines,
     wait_finished,
@@ -32,15 +28,6 @@ API_FAMILIES = (
     "jobcache_queue_depth",
 )
 ENDPOINT = re.compile(r"metrics and health at http://(\S+)/metrics")
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    created = Deployment(f"test-alerting-{uuid.uuid4().hex}", tmp_path)
-    try:
-        yield created
-    finally:
-        delete_what_deployment_created(created)
 
 
 def endpoint_of(child: ChildProcess) -> str:

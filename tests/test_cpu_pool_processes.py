@@ -5,15 +5,13 @@ SIGTERM, and with the local mode's api, which also leaves no semaphore behind.""
 import os
 import signal
 import sys
-import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.deployments import Deployment, delete_what_deployment_created, wait_finished
+from tests.deployments import Deployment, wait_finished
 from tests.processes import (
     BIN,
     ChildProcess,
@@ -43,15 +41,6 @@ pool = concurrent.futures.ProcessPoolExecutor(
 pool.submit(time.sleep, 60)
 time.sleep(60)
 """
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    created = Deployment(f"test-cpu-pool-{uuid.uuid4().hex}", tmp_path)
-    try:
-        yield created
-    finally:
-        delete_what_deployment_created(created)
 
 
 def run_primes(client: httpx.Client, deployment: Deployment) -> None:

@@ -5,8 +5,6 @@ Sentinel, or what WORKER_METRICS_ADVERTISE says."""
 import shutil
 import socket
 import subprocess
-import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from shared.errors import ConfigurationError
 from shared.host_port import join_host_port, split_host_port
 from shared.settings import load_settings
 from tests.conftest import settings_for_test
-from tests.deployments import Deployment, delete_what_deployment_created
+from tests.deployments import Deployment
 from tests.processes import api, free_port, wait_for, worker
 from worker.endpoint_address import advertised_address, advertised_host
 
@@ -131,15 +129,6 @@ def test_an_empty_worker_metrics_advertise_is_unset(
     monkeypatch.setenv("WORKER_METRICS_ADVERTISE", "")
     assert load_settings().worker_metrics_advertise is None
     assert split_host_port(" worker:9100 ") == ("worker", 9100)
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    created = Deployment(f"test-address-{uuid.uuid4().hex}", tmp_path)
-    try:
-        yield created
-    finally:
-        delete_what_deployment_created(created)
 
 
 @pytest.mark.processes

@@ -9,10 +9,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
+
+from tests.local_http import serving
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 """The signing key the tests give jobcache (WEBHOOK_SECRET) and check signatures with."""
@@ -121,13 +123,6 @@ def handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 def receiving() -> Iterator[Receiver]:
     """A receiver on a free loopback port, serving until the context ends."""
     receiver = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(receiver))
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
-    thread.start()
-    try:
+    with serving(handler_for(receiver), "webhook-receiver") as port:
+        receiver.port = port
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
