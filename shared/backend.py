@@ -149,7 +149,7 @@ async def _open_memory(
     events = MemoryJobEvents()
     queue = MemoryQueue()
     stack.push_async_callback(queue.close)
-    overview = MemoryOverview(queue.backlog)
+    overview = MemoryOverview(queue.backlog, queue.oldest_due_at)
     stack.push_async_callback(overview.close)
     schedules = MemoryScheduleBook()
     stack.push_async_callback(schedules.close)

@@ -14,6 +14,7 @@ so that the first increment is a visible increase. No `_created` series are expo
 """
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -61,6 +62,18 @@ class NotThisProcessError(RuntimeError):
     `worker=True` where they are made)."""
 
 
+@dataclass(frozen=True)
+class QueueFigures:
+    """One queue as the system's gauges show it."""
+
+    waiting: int
+    """Due, not started."""
+    deferred: int
+    """Waiting for a retry's delay."""
+    oldest_waiting: float
+    """Seconds the longest-waiting of `waiting` has waited since it was due; 0 when none."""
+
+
 class SystemView:
     """The gauges of the whole system as last read from Redis, or none when that read failed:
     a number Redis could not give is left out, never exported stale or as NaN (a NaN makes
@@ -68,10 +81,10 @@ class SystemView:
     `jobcache_system_view_up` says whether they were read."""
 
     def __init__(self) -> None:
-        self._queues: Mapping[str, tuple[float, float]] | None = None
+        self._queues: Mapping[str, QueueFigures] | None = None
         self._workers_alive = 0
 
-    def show(self, queues: Mapping[str, tuple[float, float]], workers_alive: int) -> None:
+    def show(self, queues: Mapping[str, QueueFigures], workers_alive: int) -> None:
         self._queues = dict(queues)
         self._workers_alive = workers_alive
 
@@ -84,10 +97,11 @@ class SystemView:
     def collect(self) -> Iterator[Metric]:
         yield from self._families(self._queues)
 
-    def _families(self, queues: Mapping[str, tuple[float, float]] | None) -> Iterator[Metric]:
+    def _families(self, queues: Mapping[str, QueueFigures] | None) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "jobcache_system_view_up",
-            "1 if the system's gauges (queue depth, deferred jobs, workers alive) were read from "
+            "1 if the system's gauges (queue depth, deferred jobs, oldest waiting job, workers "
+            "alive) were read from "
             "Redis for this scrape; 0 if Redis did not answer and they are left out.",
             value=0 if queues is None else 1,
         )
@@ -104,11 +118,19 @@ class SystemView:
             "Jobs of a queue waiting for a retry's delay before they are due again.",
             labels=["queue"],
         )
-        for queue, (waiting, waiting_for_retry) in queues.items():
-            depth.add_metric([queue], waiting)
-            deferred.add_metric([queue], waiting_for_retry)
+        oldest = GaugeMetricFamily(
+            "jobcache_queue_oldest_waiting_seconds",
+            "How long the job of a queue that has waited longest since it was due has waited "
+            "without starting; 0 when none waits.",
+            labels=["queue"],
+        )
+        for queue, figures in queues.items():
+            depth.add_metric([queue], figures.waiting)
+            deferred.add_metric([queue], figures.deferred)
+            oldest.add_metric([queue], figures.oldest_waiting)
         yield depth
         yield deferred
+        yield oldest
         yield GaugeMetricFamily(
             "jobcache_workers_alive",
             "Worker processes whose heartbeat is fresh.",

@@ -133,6 +133,9 @@ async def test_an_api_in_the_redis_mode_exports_none_of_the_worker_families(
     assert total(text, "jobcache_jobs_submitted_total", job_type="echo") == 1
     assert total(text, "jobcache_system_view_up") == 1
     assert total(text, "jobcache_queue_depth", queue="default") == 1
+    # No worker takes it: it has waited since it was queued, and no job waits on `cpu`.
+    assert total(text, "jobcache_queue_oldest_waiting_seconds", queue="default") > 0
+    assert total(text, "jobcache_queue_oldest_waiting_seconds", queue="cpu") == 0
     assert samples(text, "jobcache_quota_refusals_total", quota="jobs_in_flight")
     assert samples(text, "jobcache_redis_errors_total", operation="request")
     assert "_created" not in text

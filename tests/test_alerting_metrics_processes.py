@@ -84,3 +84,35 @@ def test_a_job_whose_worker_was_killed_counts_as_redelivered_where_it_runs_again
     assert total(text, "jobcache_jobs_started_total", job_type="sleep") == 1
     assert total(text, "jobcache_jobs_retried_total") == 0
     assert f"job {job_id} (sleep): attempt 2 starts again" in log
+
+
+def oldest_waiting(client: httpx.Client) -> float:
+    return total(
+        client.get("/metrics").text, "jobcache_queue_oldest_waiting_seconds", queue="default"
+    )
+
+
+def running_on_default(client: httpx.Client) -> int:
+    [queue] = [q for q in client.get("/dashboard/state").json()["queues"] if q["name"] == "default"]
+    running: int = queue["running"]
+    return running
+
+
+def test_the_oldest_waiting_job_counts_a_job_waiting_for_a_slot_not_one_running(
+    deployment: Deployment,
+) -> None:
+    with ExitStack() as stack:
+        served = start_all(stack, deployment, workers=1, WORKER_CONCURRENCY="1")
+        with httpx.Client(base_url=served.url, timeout=5) as client:
+            deployment.submit(client, "sleep", {"seconds": 3})
+            # Running, and in the worker's heartbeat: on the queue still, but not waiting.
+            wait_for(
+                lambda: running_on_default(client) == 1,
+                10,
+                what="the sleep job is in the worker's heartbeat",
+            )
+            assert oldest_waiting(client) == 0
+            waiting = deployment.submit(client, "echo", {"message": "after the sleep"})
+            assert wait_for(lambda: oldest_waiting(client) >= 0.5, 5, what="the echo waits")
+            assert wait_finished(client, waiting)["status"] == "succeeded"
+            assert oldest_waiting(client) == 0

@@ -248,6 +248,25 @@ async def test_queue_depth_counts_due_jobs_and_deferred_retries_apart(
     }
 
 
+async def test_the_oldest_waiting_job_is_the_oldest_due_one_that_is_not_running(
+    overview_client: tuple[RedisOverview, redis.asyncio.Redis, str],
+) -> None:
+    overview, client, namespace = overview_client
+    now_ms = round(utcnow().timestamp() * 1000)
+    keys = Keys(namespace)
+    # A queue holds its running jobs until they end: `a` runs, `b` waits, `c` is not due.
+    await client.zadd(
+        keys.queue("default"), {"a": now_ms - 9000, "b": now_ms - 4000, "c": now_ms + 60_000}
+    )
+    await client.zadd(keys.queue("cpu"), {"d": now_ms - 1000})
+    depths = await overview.queue_depths(["default", "cpu", "idle"], running={"a", "d"})
+    assert {queue: depth.oldest_due_at for queue, depth in depths.items()} == {
+        "default": (now_ms - 4000) / 1000,
+        "cpu": None,
+        "idle": None,
+    }
+
+
 @pytest.fixture
 def captured_json_logs() -> Iterator[io.StringIO]:
     stream = io.StringIO()

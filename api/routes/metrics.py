@@ -3,6 +3,7 @@ depth, workers alive); GET /metrics/targets: the workers' own metrics endpoints,
 HTTP service discovery format."""
 
 import asyncio
+import time
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
@@ -10,8 +11,8 @@ from pydantic import BaseModel
 from api.deps import CatalogDep, MetricsDep, OverviewDep, SettingsDep
 from api.responses import answers
 from shared.errors import BackendUnavailableError
-from shared.metrics import EXPOSITION_CONTENT_TYPE, Metrics
-from shared.overview import Overview, waiting_jobs
+from shared.metrics import EXPOSITION_CONTENT_TYPE, Metrics, QueueFigures
+from shared.overview import Overview, running_job_ids, waiting_jobs
 
 router = APIRouter(tags=["operations"])
 
@@ -32,17 +33,24 @@ async def refresh_system_view(metrics: Metrics, overview: Overview, queues: list
     view = metrics.api.system_view
     try:
         async with asyncio.timeout(SYSTEM_VIEW_TIMEOUT_SECONDS):
-            depths, workers = await asyncio.gather(
-                overview.queue_depths(queues), overview.workers()
-            )
+            # The workers first: a queue holds its running jobs too, which are not waiting.
+            workers = await overview.workers()
+            depths = await overview.queue_depths(queues, running_job_ids(workers))
     except (BackendUnavailableError, TimeoutError):
         # TimeoutError: this read's own deadline.
         metrics.redis_errors.labels("metrics").inc()
         view.unreadable()
         return
+    now = time.time()
     view.show(
         {
-            queue: (waiting_jobs(queue, depth, workers), depth.deferred)
+            queue: QueueFigures(
+                waiting=waiting_jobs(queue, depth, workers),
+                deferred=depth.deferred,
+                oldest_waiting=0.0
+                if depth.oldest_due_at is None
+                else max(0.0, now - depth.oldest_due_at),
+            )
             for queue, depth in depths.items()
         },
         workers_alive=len(workers),

@@ -6,7 +6,7 @@ ever lists keys: workers and recent jobs are kept in small bounded sets written 
 happen.
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,11 +28,17 @@ class QueueDepth:
     """Jobs on the queue whose time has come: waiting to start, or running."""
     deferred: int
     """Jobs waiting for a retry's delay to pass."""
+    oldest_due_at: float | None = None
+    """When (seconds since the epoch) the job that has been due longest without starting
+    became due; None when none waits. Only jobs named in `running` are known to have started."""
 
 
 class Overview(Protocol):
-    async def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
-        """The depth of each of these queues."""
+    async def queue_depths(
+        self, queues: Sequence[str], running: Collection[str] = ()
+    ) -> dict[str, QueueDepth]:
+        """The depth of each of these queues; `running`: the ids of the jobs the workers say
+        they run, which a queue on Redis holds until they end (for `oldest_due_at`)."""
         ...
 
     async def workers(self) -> list[WorkerStatus]:
@@ -58,6 +64,10 @@ class Overview(Protocol):
     async def close(self) -> None:
         """Write what is pending and stop."""
         ...
+
+
+def running_job_ids(workers: list[WorkerStatus]) -> set[str]:
+    return {job.id for worker in workers for job in worker.running}
 
 
 def running_jobs(queue: str, workers: list[WorkerStatus]) -> int:

@@ -2,7 +2,7 @@
 worker (it needs no heartbeat), and the memory queue's backlog is the queue."""
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from shared.activity import WorkerStatus
 from shared.overview.base import RECENT_JOBS, QueueDepth, running_jobs
@@ -10,10 +10,15 @@ from shared.records.model import JobRecord
 
 
 class MemoryOverview:
-    def __init__(self, backlog: Callable[[str], tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        backlog: Callable[[str], tuple[int, int]],
+        oldest_due_at: Callable[[str], float | None],
+    ) -> None:
         """`backlog` gives a queue's jobs waiting to start and those waiting for a retry's
-        delay."""
+        delay; `oldest_due_at` when the one that has waited longest became due."""
         self._backlog = backlog
+        self._oldest_due_at = oldest_due_at
         self._live: list[Callable[[], WorkerStatus]] = []
         self._recent: deque[str] = deque(maxlen=RECENT_JOBS)
 
@@ -21,13 +26,17 @@ class MemoryOverview:
         """A worker of this process, whose status is read afresh each time."""
         self._live.append(status)
 
-    async def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
+    async def queue_depths(
+        self, queues: Sequence[str], running: Collection[str] = ()
+    ) -> dict[str, QueueDepth]:
         workers = await self.workers()
         depths = {}
         for queue in queues:
             waiting, deferred = self._backlog(queue)
             # As on Redis, where a queue holds its running jobs until they end.
-            depths[queue] = QueueDepth(waiting + running_jobs(queue, workers), deferred)
+            depths[queue] = QueueDepth(
+                waiting + running_jobs(queue, workers), deferred, self._oldest_due_at(queue)
+            )
         return depths
 
     async def workers(self) -> list[WorkerStatus]:

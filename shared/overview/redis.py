@@ -12,7 +12,7 @@ shared/keys.py.
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import redis.asyncio
 from arq.utils import timestamp_ms
@@ -40,17 +40,26 @@ class RedisOverview:
         self._writes: set[asyncio.Task[None]] = set()
 
     @calls_redis("read the queues' depths")
-    async def queue_depths(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
-        # arq scores each queued job with the time (ms) it is due.
+    async def queue_depths(
+        self, queues: Sequence[str], running: Collection[str] = ()
+    ) -> dict[str, QueueDepth]:
+        # arq scores each queued job with the time (ms) it is due, and keeps it on its queue
+        # until it ends: the oldest due job not running is among the first len(running) + 1.
         now = timestamp_ms()
         async with self._client.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.zcount(self._keys.queue(queue), "-inf", now)
-                pipe.zcount(self._keys.queue(queue), f"({now}", "+inf")
-            counts = await pipe.execute()
+                key = self._keys.queue(queue)
+                pipe.zcount(key, "-inf", now)
+                pipe.zcount(key, f"({now}", "+inf")
+                pipe.zrangebyscore(key, "-inf", now, start=0, num=len(running) + 1, withscores=True)
+            found = await pipe.execute()
         return {
-            queue: QueueDepth(due=int(due), deferred=int(deferred))
-            for queue, due, deferred in zip(queues, counts[::2], counts[1::2], strict=True)
+            queue: QueueDepth(
+                due=int(due), deferred=int(deferred), oldest_due_at=oldest(first, running)
+            )
+            for queue, due, deferred, first in zip(
+                queues, found[::3], found[1::3], found[2::3], strict=True
+            )
         }
 
     @calls_redis("read the live workers")
@@ -127,3 +136,12 @@ class RedisOverview:
             pipe.zrem(self._workers_key, worker_id)
             pipe.delete(self._keys.worker(worker_id))
             await pipe.execute()
+
+
+def oldest(first: list[tuple[bytes, float]], running: Collection[str]) -> float | None:
+    """When the first of a queue's due jobs (id and score, oldest first) that is not running
+    became due, in seconds since the epoch."""
+    for job_id, score in first:
+        if job_id.decode() not in running:
+            return score / 1000
+    return None

@@ -3,6 +3,7 @@ so they are lost when the process stops; that is the trade the embedded default 
 needing no Redis."""
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class MemoryQueue:
         self._stop_running: list[Callable[[str], object]] = []
         self._due_by_queue: Counter[str] = Counter()
         self._deferred_by_queue: Counter[str] = Counter()
+        self._due_since: dict[str, tuple[str, float]] = {}
+        """Each job due and not started: its queue, and when it became due (seconds since the
+        epoch), in the order they became due."""
 
     async def enqueue(self, job: QueuedJob) -> None:
         self._waiting[job.id] = job.queue
@@ -43,6 +47,7 @@ class MemoryQueue:
 
     def _put(self, delivery: Delivery) -> None:
         self._due_by_queue[delivery.job.queue] += 1
+        self._due_since[delivery.job.id] = (delivery.job.queue, time.time())
         self._due.put_nowait(delivery)
 
     async def cancel(self, job_id: str, queue: str) -> None:
@@ -55,6 +60,7 @@ class MemoryQueue:
                 self._deferred_by_queue[waiting_on] -= 1
             else:
                 self._due_by_queue[waiting_on] -= 1
+                self._due_since.pop(job_id, None)
             return
         for stop in self._stop_running:
             stop(job_id)
@@ -71,6 +77,7 @@ class MemoryQueue:
                 continue
             self._waiting.pop(delivery.job.id, None)
             self._due_by_queue[delivery.job.queue] -= 1
+            self._due_since.pop(delivery.job.id, None)
             return delivery
 
     def defer(self, delivery: Delivery, delay: float) -> None:
@@ -95,6 +102,11 @@ class MemoryQueue:
     def backlog(self, queue: str) -> tuple[int, int]:
         """Jobs of the queue waiting to start, and those waiting for a retry's delay."""
         return self._due_by_queue[queue], self._deferred_by_queue[queue]
+
+    def oldest_due_at(self, queue: str) -> float | None:
+        """When the job of the queue that has waited longest since it became due did (seconds
+        since the epoch); None when none waits. Read by the operator's view only."""
+        return next((at for on, at in self._due_since.values() if on == queue), None)
 
     async def close(self) -> None:
         self._stop_running.clear()
