@@ -2,10 +2,15 @@
 exporter: each attempt's span is a child of the span of the request that submitted the job,
 with what the attempt was and how it ended; a scheduled run starts a trace of its own; a
 callback's span is a child of the attempt that ended the job, and the receiver gets its
-`traceparent`. With tracing off, jobs carry no trace context. The same across real processes
+`traceparent`; JSON log lines name the trace and span they were written in. With tracing off,
+jobs carry no trace context. The same across real processes
 is in tests/test_tracing_processes.py."""
 
+import io
+import json
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from shared.errors import ConfigurationError
+from shared.logs import JsonFormatter
 from shared.tracing import tracing_config
 from tests.conftest import (
     client_for,
@@ -287,3 +293,49 @@ def test_an_unsupported_exporter_or_protocol_is_a_startup_error_naming_it() -> N
 
 async def _async(value: Any) -> Any:
     return value
+
+
+@contextmanager
+def json_lines() -> Iterator[io.StringIO]:
+    """The job runner's log lines, in the JSON format, while the context is open (opened after
+    the app has started: its logging configuration takes other handlers off)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    runner_logger = logging.getLogger("worker.runner")
+    runner_logger.addHandler(handler)
+    level = runner_logger.level
+    runner_logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        runner_logger.removeHandler(handler)
+        runner_logger.setLevel(level)
+
+
+async def test_a_jobs_json_log_lines_name_the_trace_and_span_they_were_written_in(
+    spans: InMemorySpanExporter, namespace: str
+) -> None:
+    async with client_for(settings_in("local", namespace)) as client:
+        with json_lines() as captured:
+            job_id = await submit(
+                client, "echo", {"message": "hi"}, headers={"traceparent": TRACEPARENT}
+            )
+            await finished_record(client, job_id)
+        [attempt] = await eventually(lambda: _async(attempt_spans(spans, job_id)))
+
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("job_id") == job_id]
+    assert [line["event"] for line in mine] == ["job.started", "job.succeeded"]
+    assert attempt.context is not None
+    for line in mine:
+        assert line["trace_id"] == TRACE_ID
+        assert line["span_id"] == format(attempt.context.span_id, "016x")
+
+
+def test_a_json_log_line_outside_any_span_names_no_trace() -> None:
+    with json_lines() as captured:
+        logging.getLogger("worker.runner").info("not in a span")
+    [line] = [json.loads(text) for text in captured.getvalue().splitlines()]
+    assert line["message"] == "not in a span"
+    assert "trace_id" not in line and "span_id" not in line
