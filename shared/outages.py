@@ -9,11 +9,20 @@ unanswered; a worker that opened a connection in that moment would get the error
 its job's final record write, or into arq's own step, and the job would end with its record
 still saying `queued`. The connections here retry the whole connect, handshake included.
 
+The connections also look the host's name up themselves: uvloop's create_connection looks it
+up in a future of its own that a cancel (the connect's timeout, a stopping worker) leaves
+behind, and when the lookup then fails (a compose service whose container is stopped no longer
+resolves) its error was reported as never retrieved, once per connect given up.
+
 shared/backend.py applies it to every Redis client of a worker process (the api's clients
 fail fast instead, so that a request answers 503 rather than hang).
 """
 
+import asyncio
+import ipaddress
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -30,6 +39,11 @@ from shared.sentinel import (
 
 
 class _RetriedConnect(AbstractConnection):
+    host: str
+    port: int
+    _address: str | None = None
+    """While connecting: the address of the host being tried."""
+
     async def connect(self) -> None:
         # The pool calls connect() before every command: a connected one returns at once.
         if self.is_connected:
@@ -38,6 +52,52 @@ class _RetriedConnect(AbstractConnection):
 
     async def _connect_failed(self, error: BaseException) -> None:
         await self.disconnect()
+
+    async def _connect(self) -> None:
+        """Connect to each address of the host in turn, as create_connection does, having
+        looked them up here, where a cancel cancels the lookup too."""
+        addresses = await self._addresses()
+        failure: OSError | None = None
+        try:
+            for address in addresses:
+                self._address = address
+                try:
+                    await super()._connect()  # type: ignore[safe-super,no-untyped-call]
+                except OSError as error:
+                    failure = error
+                else:
+                    return
+        finally:
+            self._address = None
+        raise failure or OSError(f"no address found for {self.host}")
+
+    async def _addresses(self) -> list[str]:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            pass
+        else:
+            return [self.host]
+        async with asyncio.timeout(self.socket_connect_timeout):
+            found = await asyncio.get_running_loop().getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM
+            )
+        return list(dict.fromkeys(_address_of(family, sockaddr) for family, *_, sockaddr in found))
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        arguments = dict(super()._connection_arguments())  # type: ignore[misc]
+        if self._address is not None:
+            if arguments.get("ssl"):
+                arguments["server_hostname"] = arguments["host"]  # what the certificate names
+            arguments["host"] = self._address
+        return arguments
+
+
+def _address_of(family: int, sockaddr: tuple[Any, ...]) -> str:
+    """The address of a getaddrinfo result as a host to connect to (with an IPv6 scope)."""
+    if family == socket.AF_INET6 and len(sockaddr) > 3 and sockaddr[3]:
+        return f"{sockaddr[0]}%{sockaddr[3]}"
+    return str(sockaddr[0])
 
 
 class OutageRetryingConnection(_RetriedConnect, redis.asyncio.Connection):

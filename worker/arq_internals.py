@@ -17,6 +17,10 @@ fails loudly at a worker's start, and in the tests, if the installed arq lacks a
   semaphore of max_jobs + 1 slots), `job_counter`, `max_jobs`, `tasks` (job id to task),
   `allow_pick_jobs` (False once SIGTERM's grace began), `loop`, `pool`, `queue_name`, `ctx`,
   `run_job(job_id, score)` and `_release_sem_dec_counter_on_complete()`.
+- `Worker.run`, which runs `main()` then `self.close()`; ClaimingWorker replaces `close` (with
+  arq's `_handle_signals`, `handle_sig`, `_pool`, `health_check_key` and `on_shutdown`),
+  bounds `finish_job` once the worker stops, and is told that the grace of running jobs is
+  over through `on_stop`, which arq's `handle_sig` and `_wait_for_tasks_to_complete` call.
 - The in-progress key `arq:in-progress:<id>` (arq.constants.in_progress_key_prefix), which arq's
   claim sets and `finish_job` deletes when the job ends; ClaimingWorker sets it to the worker's
   id for the worker's lease, and Leases renews it while the job runs.
@@ -43,12 +47,19 @@ fails loudly at a worker's start, and in the tests, if the installed arq lacks a
    next queue at each read, so the free slots go to every queue with work in turn and a busy
    queue never starves another. A queue a read found empty is read again when a wake-up names
    it, or at the next fallback read, so a quiet queue costs a busy worker nothing.
+5. The stop. arq's close waits for every write it makes, and the worker's clients wait out a
+   Redis outage: a worker stopped while Redis was down waited until Redis came back. Once the
+   grace of running jobs is over, the writes of the stop (a job put back on its queue, arq's
+   health key, the on_shutdown hook's) share one deadline (worker/stopping.py); a job whose
+   end could not be written by then is left to its lease, and the process's last step cancels
+   whatever still waits.
 """
 
 import asyncio
 import inspect
 import itertools
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -66,6 +77,7 @@ from shared.connections import REDIS_FAILURES
 from shared.keys import in_progress_key
 from shared.outages import ride_out_outages
 from shared.subscriptions import Subscription
+from worker.stopping import CANCEL_WAIT, StopDeadline, cancel_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +98,13 @@ WORKER_ATTRIBUTES = (
     "queue_name",
     "ctx",
     "_release_sem_dec_counter_on_complete",
+    "finish_job",
+    "on_stop",
+    "on_shutdown",
+    "handle_sig",
+    "health_check_key",
+    "_handle_signals",
+    "_pool",
 )
 """What ClaimingWorker uses of an arq Worker instance."""
 
@@ -100,6 +119,9 @@ def check_arq_internals(worker: Worker) -> None:
         ("_poll_iteration", ("self.pool.zrangebyscore(", "self.start_jobs(")),
         ("finish_job", ("in_progress_key_prefix", "self.queue_name")),
         ("finish_failed_job", ("self.queue_name",)),
+        ("run", ("self.close()",)),
+        ("handle_sig", ("self.on_stop",)),
+        ("_wait_for_tasks_to_complete", ("self.on_stop",)),
     ):
         source = _source_of(getattr(Worker, method, None))
         missing += [f"Worker.{method} calling {call}" for call in calls if call not in source]
@@ -191,6 +213,16 @@ class ClaimingWorker(Worker):
         # For the startup hook (worker/main.py), which sees only the context.
         self.ctx["worker_id"] = worker_id
         self._claims = JobClaims(self.pool, worker_id, lease_seconds)
+        self._lease_seconds = lease_seconds
+        self.stop = StopDeadline()
+        # For the runner, which puts back the jobs it was running by the same deadline.
+        self.ctx["stop"] = self.stop
+        self.on_stop = self._grace_over
+
+    def _grace_over(self, signum: signal.Signals) -> None:
+        """arq's on_stop: the running jobs' grace is over (or there was none), and arq has just
+        cancelled the jobs still running; their writes begin."""
+        self.stop.begin()
 
     @property
     def queue_name(self) -> str:
@@ -236,6 +268,60 @@ class ClaimingWorker(Worker):
                 _job_queue.reset(token)
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    async def finish_job(self, job_id: str, *args: Any) -> None:
+        """arq's end of a job's delivery (it leaves the queue, or stays on it, and its lease is
+        let go), bounded by the stop's deadline once the worker stops."""
+        if not self.stop.begun:
+            return await super().finish_job(job_id, *args)
+        if not await self.stop.within(super().finish_job(job_id, *args)):
+            logger.warning(
+                "job %s: Redis did not answer within %gs as the worker stopped; the job is left "
+                "to its lease: another worker runs it once the lease runs out (WORKER_LEASE, %gs)",
+                job_id, self.stop.seconds, self._lease_seconds,
+            )  # fmt: skip
+
+    def run(self) -> None:
+        """arq's run (main, then close), then cancel what still waits (worker/stopping.py)."""
+        try:
+            super().run()
+        finally:
+            self.loop.run_until_complete(cancel_leftovers())
+
+    async def close(self) -> None:
+        """arq's close: let the jobs' tasks end, delete arq's health key, run the on_shutdown
+        hook and close the pool; every wait on Redis ends by the stop's deadline. Called by
+        `run` once `main` has ended (after SIGTERM), or by whoever runs the worker."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        self.stop.begin()
+        if not self._pool:
+            return
+        await self._let_jobs_end()
+        try:
+            await self.stop.within(self.pool.delete(self.health_check_key))
+        except REDIS_FAILURES as error:
+            logger.debug("could not delete arq's health key: %r", error)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
+
+    async def _let_jobs_end(self) -> None:
+        """Wait for the tasks of the jobs arq cancelled, which put them back by the deadline;
+        cancel any still waiting a moment after it."""
+        tasks = list(self.tasks.values())
+        if not tasks:
+            return
+        remaining = self.stop.remaining()
+        _, pending = await asyncio.wait(tasks, timeout=(remaining or 0.0) + CANCEL_WAIT)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=CANCEL_WAIT)
+        for job_id, task in self.tasks.items():
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                logger.error("job %s: arq's run of it failed: %r", job_id, error)
 
     def _running_here(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)

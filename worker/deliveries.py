@@ -92,12 +92,13 @@ class CallbackDeliverer:
         await self._outbox.watch(self._wakeup.set)
         self._loop = asyncio.create_task(self._deliver_due(), name="callback-deliverer")
 
-    async def close(self) -> None:
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop claiming; give the deliveries under way `grace` seconds, then cancel them."""
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
         if self._deliveries:
-            await asyncio.wait(self._deliveries, timeout=CLOSE_GRACE)
+            await asyncio.wait(self._deliveries, timeout=grace)
             for delivery in self._deliveries:
                 delivery.cancel()
             await asyncio.gather(*self._deliveries, return_exceptions=True)

@@ -29,10 +29,13 @@ from shared.records import UNFINISHED_RECORD_TTL
 from shared.settings import Settings, load_settings
 from shared.tracing import WORKER_SERVICE, open_tracing, tracing_config
 from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
+from worker.deliveries import CLOSE_GRACE as DELIVERIES_CLOSE_GRACE
 from worker.deliveries import CallbackDeliverer
-from worker.monitoring import start_monitoring
+from worker.monitoring import WITHDRAW_TIMEOUT, start_monitoring
 from worker.runner import REDELIVERIES, JobRunner, RetryLater, running_jobs
+from worker.scheduler import CLOSE_GRACE as SCHEDULER_CLOSE_GRACE
 from worker.scheduler import Scheduler
+from worker.stopping import StopDeadline
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +142,22 @@ async def startup(ctx: dict[str, Any]) -> None:
         concurrency=settings.worker_concurrency,
         queues=queues,
     )
-    ctx["runner"] = await resources.enter_async_context(running_jobs(settings, backend, activity))
+    # Past its deadline, a stopping worker gives up what Redis does not answer (stopping.py).
+    stop: StopDeadline = ctx["stop"]
+    ctx["runner"] = await resources.enter_async_context(
+        running_jobs(settings, backend, activity, stop)
+    )
     ctx["callbacks"] = backend.callbacks
     # Its own task and connections, apart from the job slots: a slow receiver holds up no job.
     deliverer = CallbackDeliverer(settings, backend, catalog, activity.metrics)
     await deliverer.start()
-    resources.push_async_callback(deliverer.close)
+    resources.push_async_callback(lambda: deliverer.close(stop.cap(DELIVERIES_CLOSE_GRACE)))
     monitoring = await start_monitoring(settings, backend.overview, activity)
-    resources.push_async_callback(monitoring.close)
+    resources.push_async_callback(lambda: monitoring.close(stop.cap(WITHDRAW_TIMEOUT)))
     # Every worker runs the scheduler; its claims make each due time run once.
     scheduler = Scheduler(catalog, backend, ctx["worker_id"], activity.metrics)
     scheduler.start()
-    resources.push_async_callback(scheduler.close)
+    resources.push_async_callback(lambda: scheduler.close(stop.cap(SCHEDULER_CLOSE_GRACE)))
     logger.info(
         "worker ready: queues %s, %d job types, %d at once",
         ", ".join(queues), len(catalog), settings.worker_concurrency,

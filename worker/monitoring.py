@@ -44,12 +44,14 @@ class Heartbeat:
         await self._beat()
         self._task = asyncio.create_task(self._beat_forever(), name="worker-heartbeat")
 
-    async def close(self) -> None:
+    async def close(self, withdraw_timeout: float = WITHDRAW_TIMEOUT) -> None:
+        """Stop beating and withdraw the worker, giving up after `withdraw_timeout` seconds
+        (its entry then goes stale)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         with contextlib.suppress(BackendUnavailableError, TimeoutError):
-            async with asyncio.timeout(WITHDRAW_TIMEOUT):
+            async with asyncio.timeout(withdraw_timeout):
                 await self._overview.withdraw(self._activity.worker_id)
 
     async def _beat_forever(self) -> None:
@@ -141,9 +143,9 @@ class Monitoring:
         self.heartbeat = heartbeat
         self.endpoint = endpoint
 
-    async def close(self) -> None:
+    async def close(self, withdraw_timeout: float = WITHDRAW_TIMEOUT) -> None:
         await self.endpoint.close()
-        await self.heartbeat.close()
+        await self.heartbeat.close(withdraw_timeout)
 
 
 async def start_monitoring(

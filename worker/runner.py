@@ -39,6 +39,7 @@ from worker.attempt_records import AttemptRecords
 from worker.attempt_spans import AttemptSpans, note_end, note_failure, note_skipped
 from worker.context import AttemptContext
 from worker.cpu_pool import close_cpu_pool, create_cpu_pool
+from worker.stopping import StopDeadline
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,11 @@ class JobRunner:
         activity: WorkerActivity | None = None,
         quotas: QuotaLedger | None = None,
         callbacks: CallbackOutbox | None = None,
+        stop: StopDeadline | None = None,
     ) -> None:
         self._records = records
+        # When a stopping worker gives up putting a job back (its lease then frees the job).
+        self._stop = stop if stop is not None else StopDeadline()
         # A job with a callback_url has it put in the outbox before its end is recorded.
         self._callbacks = callbacks
         self._cpu_pool = cpu_pool
@@ -185,7 +189,9 @@ class JobRunner:
                 # The worker is stopping: the job goes back to the queue and runs again.
                 record.status = JobStatus.QUEUED
                 record.error = "the worker stopped during this attempt; the job will run again"
-                await asyncio.shield(self._writer(job_id).put(record, ttl))
+                # Not cut short by another cancel; given up at the stop's deadline, leaving
+                # the record `running` (the next attempt counts this one as cut short).
+                await self._stop.within(self._writer(job_id).put(record, ttl))
                 raise
             task.uncancel()
             logger.info(
@@ -330,14 +336,19 @@ class JobRunner:
 
 @asynccontextmanager
 async def running_jobs(
-    settings: Settings, backend: Backend, activity: WorkerActivity
+    settings: Settings,
+    backend: Backend,
+    activity: WorkerActivity,
+    stop: StopDeadline | None = None,
 ) -> AsyncIterator[JobRunner]:
     """The runner of a worker process or of the local mode's embedded worker, over the
     backend's records and quotas, with a process pool for CPU-bound job code; it stops jobs
-    that a client cancels while they run."""
+    that a client cancels while they run. `stop`: the worker process's stop deadline."""
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     try:
-        runner = JobRunner(backend.records, cpu_pool, activity, backend.quotas, backend.callbacks)
+        runner = JobRunner(
+            backend.records, cpu_pool, activity, backend.quotas, backend.callbacks, stop
+        )
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner
     finally:

@@ -49,12 +49,12 @@ class Scheduler:
                 ", ".join(f"{job.name} ({job.schedule})" for job in self._job_types),
             )
 
-    async def close(self) -> None:
-        """Stop at the next due time; a run being submitted is given CLOSE_GRACE to finish."""
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop at the next due time; a run being submitted is given `grace` to finish."""
         self._stopping.set()
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_GRACE)
+        _, pending = await asyncio.wait(self._tasks, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
