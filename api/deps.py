@@ -13,6 +13,7 @@ from api.response_cache import ResponseCache
 from api.services import Services
 from shared.backend import Backend
 from shared.catalog import Catalog
+from shared.errors import ForbiddenError
 from shared.events import JobEvents
 from shared.metrics import Metrics
 from shared.overview import Overview
@@ -68,9 +69,19 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
     return services.api_keys.identify(request.headers.get("authorization"))
 
 
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """The caller, if it may use the admin routes: 401 as for any route with a key, 403 when
+    its key is not an admin key (ADMIN_API_KEYS). Anyone may when no key is set. A route that
+    takes it documents `answers(401, 403)`."""
+    if not caller.admin:
+        raise ForbiddenError("this needs an admin key, and this API key is not one")
+    return caller
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+AdminDep = Annotated[Caller, Depends(get_admin)]
 RecordsDep = Annotated[RecordStore, Depends(get_records)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
 ResponseCacheDep = Annotated[ResponseCache, Depends(get_response_cache)]

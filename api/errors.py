@@ -14,6 +14,7 @@ from starlette.responses import Response
 from shared.errors import (
     BackendUnavailableError,
     CallbackRefusedError,
+    ForbiddenError,
     IdempotencyKeyReusedError,
     IdempotentJobsUnavailableError,
     JobAlreadyFinishedError,
@@ -41,6 +42,10 @@ async def unauthorized(request: Request, error: Exception) -> Response:
     return JSONResponse(
         status_code=401, content={"detail": str(error)}, headers={"WWW-Authenticate": "Bearer"}
     )
+
+
+async def forbidden(request: Request, error: Exception) -> Response:
+    return JSONResponse(status_code=403, content={"detail": str(error)})
 
 
 async def quota_exceeded(request: Request, error: Exception) -> Response:
@@ -141,6 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IdempotentJobsUnavailableError, idempotent_jobs_unavailable)
     app.add_exception_handler(CallbackRefusedError, callback_refused)
     app.add_exception_handler(UnauthorizedError, unauthorized)
+    app.add_exception_handler(ForbiddenError, forbidden)
     app.add_exception_handler(QuotaExceededError, quota_exceeded)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(BackendUnavailableError, backend_unavailable)

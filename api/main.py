@@ -54,7 +54,7 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
             backend,
             response_cache,
             metrics,
-            api_keys=ApiKeys(settings.api_key_list),
+            api_keys=ApiKeys(settings.api_key_list, settings.admin_api_key_list),
         )
 
 

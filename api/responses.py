@@ -52,6 +52,7 @@ ERROR_ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
             }
         },
     ),
+    403: ("The API key is valid but not an admin key (ADMIN_API_KEYS).", {}),
     404: (
         "No job with this id: it never existed, its record expired or was deleted, or another "
         "API key submitted it.",

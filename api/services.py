@@ -25,4 +25,5 @@ class Services:
     metrics: Metrics
     """This process's Prometheus metrics (GET /metrics)."""
     api_keys: ApiKeys = field(default_factory=lambda: ApiKeys([]))
-    """Who may call /jobs (API_KEYS); open when empty."""
+    """Who may call /jobs and GET /cached (API_KEYS), and the admin routes (ADMIN_API_KEYS);
+    open when empty."""

@@ -62,6 +62,10 @@ class UnauthorizedError(JobcacheError):
     """The request carries no API key, or one that is not configured."""
 
 
+class ForbiddenError(JobcacheError):
+    """The request's API key is valid but may not do this: it is not an admin key."""
+
+
 class QuotaExceededError(JobcacheError):
     """The caller's key is over one of its quotas, `quota` (`jobs_in_flight` or
     `submissions_per_second`); it may try again after `retry_after` s."""

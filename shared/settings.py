@@ -176,6 +176,11 @@ class Settings(BaseSettings):
         description="Comma-separated API keys; when set, /jobs needs `Authorization: Bearer "
         "<key>` and each key sees only its own jobs. Empty: open.",
     )
+    admin_api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated admin keys: each may do what an API key may (with jobs "
+        "of its own) and use the admin routes too, such as DELETE /cached. Needs API_KEYS.",
+    )
     quota_jobs_in_flight: int = Field(
         default=0, ge=0, description="Unfinished jobs one API key may have (0: no limit)."
     )
@@ -248,9 +253,12 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         """The configured API keys, without blanks; empty when the api is open."""
-        if self.api_keys is None:
-            return []
-        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+        return comma_separated_secrets(self.api_keys)
+
+    @property
+    def admin_api_key_list(self) -> list[str]:
+        """The configured admin keys, without blanks; empty when no key may administer."""
+        return comma_separated_secrets(self.admin_api_keys)
 
     @property
     def job_modules(self) -> list[str]:
@@ -268,7 +276,7 @@ class Settings(BaseSettings):
         names = [name.strip() for name in self.worker_queues.split(",") if name.strip()]
         return list(dict.fromkeys(names))
 
-    @field_validator("webhook_secret", "worker_metrics_advertise", mode="before")
+    @field_validator("webhook_secret", "admin_api_keys", "worker_metrics_advertise", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """`WEBHOOK_SECRET=` (as .env.example has it) means no secret, and so on."""
@@ -306,6 +314,17 @@ class Settings(BaseSettings):
             if match is None or not 1 <= int(match[2]) <= 65535:
                 raise ValueError(f"{entry.strip()!r} is not host:port (give host:port,host:port)")
         return value
+
+    @model_validator(mode="after")
+    def _admin_keys_need_api_keys(self) -> "Settings":
+        # Admin keys alone surprise whichever way they are read: ignored, the admin routes stay
+        # open while the operator believes them closed; obeyed, they close and /jobs stays open.
+        if self.admin_api_key_list and not self.api_key_list:
+            raise ValueError(
+                "ADMIN_API_KEYS is set but API_KEYS is not: without API_KEYS the api is open to "
+                "anyone, admin routes included; set API_KEYS too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sentinel_settings_agree(self) -> "Settings":
@@ -353,6 +372,13 @@ class Settings(BaseSettings):
             if self.sentinels
             else None,
         )
+
+
+def comma_separated_secrets(value: SecretStr | None) -> list[str]:
+    """The entries of a comma-separated secret setting, without blanks."""
+    if value is None:
+        return []
+    return [entry.strip() for entry in value.get_secret_value().split(",") if entry.strip()]
 
 
 def describe_problem(issue: Mapping[str, Any]) -> str:

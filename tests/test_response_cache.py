@@ -457,10 +457,48 @@ async def test_the_sample_endpoint_caches_and_drops_its_computations(
         second = await served.client.get("/cached", params=query)
         dropped = await served.client.delete("/cached")
         third = await served.client.get("/cached", params=query)
-    assert (first.json()["cached"], second.json()["cached"]) == (False, True)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert second.content == first.content
     assert dropped.json() == {"dropped": 1}
-    assert (third.json()["cached"], third.headers["x-cache"]) == (False, "miss")
-    assert third.json()["digest"] == first.json()["digest"]
+    assert third.headers["x-cache"] == "miss"
+    assert third.json() == first.json() == {"rounds": 1000, "digest": first.json()["digest"]}
+
+
+async def test_the_etag_of_a_miss_revalidates_on_the_next_request(
+    backend: str, namespace: str
+) -> None:
+    """What the README's example does: keep the first answer's ETag and send it back."""
+    async with serving(settings_for(backend, namespace), APIRouter()) as served:
+        query = {"rounds": 1000, "seed": "revalidated"}
+        miss = await served.client.get("/cached", params=query)
+        revalidated = await served.client.get(
+            "/cached", params=query, headers={"If-None-Match": miss.headers["etag"]}
+        )
+        hit = await served.client.get("/cached", params=query)
+    assert miss.headers["x-cache"] == "miss"
+    assert (revalidated.status_code, revalidated.content) == (304, b"")
+    assert revalidated.headers["x-cache"] == "hit"
+    assert revalidated.headers["etag"] == miss.headers["etag"] == hit.headers["etag"]
+    assert hit.content == miss.content
+
+
+async def test_a_miss_answers_what_its_hits_answer_but_x_cache_and_max_age(
+    backend: str, namespace: str
+) -> None:
+    """An endpoint of a user's: the miss's answer and the stored one are the same bytes, with
+    the same headers. Without the process's own copies, the hit is read back from the store
+    (Redis in the redis mode), as another api process would read it."""
+    settings = settings_for(backend, namespace, response_cache_near_seconds=0)
+    async with serving(settings, sample_router(Calls())) as served:
+        miss = await served.client.get("/items/11?detail=long")
+        hit = await served.client.get("/items/11?detail=long")
+
+    def headers(response: httpx.Response) -> dict[str, str]:
+        return {k: v for k, v in response.headers.items() if k not in ("x-cache", "cache-control")}
+
+    assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+    assert hit.content == miss.content
+    assert headers(hit) == headers(miss)
 
 
 def test_the_cache_redis_is_the_queue_redis_unless_cache_redis_settings_name_another() -> None:
@@ -509,7 +547,7 @@ class DeafRedisStore(RedisResponseStore):
 def produce_body(body: bytes) -> Any:
     async def produce() -> Produced:
         response = cached_response(200, ((b"content-type", b"text/plain"),), body)
-        return Produced(response, response)
+        return Produced(response, storable=True)
 
     return produce
 

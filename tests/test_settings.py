@@ -120,3 +120,25 @@ def test_worker_queues_are_read_in_order_each_once(monkeypatch: pytest.MonkeyPat
     assert load_settings().served_queues == ["cpu", "default"]
     monkeypatch.setenv("WORKER_QUEUES", "")
     assert load_settings().served_queues == []
+
+
+async def test_admin_keys_without_api_keys_stop_the_api_naming_both_never_the_keys(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("API_KEYS", raising=False)
+    monkeypatch.setenv("ADMIN_API_KEYS", "admin-key-7d1e0c9b8a")
+    with pytest.raises(ConfigurationError) as raised:
+        async with LifespanManager(create_app()):
+            pass
+    message = str(raised.value)
+    assert "ADMIN_API_KEYS is set but API_KEYS is not" in message
+    assert "admin-key-7d1e0c9b8a" not in message + caplog.text
+
+    monkeypatch.setenv("API_KEYS", "user-key-5c4b3a2f1e")
+    monkeypatch.setenv("ADMIN_API_KEYS", " admin-key-7d1e0c9b8a, ,second-admin-key ")
+    settings = load_settings()
+    assert settings.admin_api_key_list == ["admin-key-7d1e0c9b8a", "second-admin-key"]
+    assert "admin-key-7d1e0c9b8a" not in repr(settings) + str(settings)
+    monkeypatch.delenv("API_KEYS")
+    monkeypatch.setenv("ADMIN_API_KEYS", "")
+    assert load_settings().admin_api_key_list == [], "empty, as .env.example has it: unset"

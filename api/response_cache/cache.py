@@ -24,11 +24,12 @@ LONGEST_POLL_SECONDS = 0.05
 
 @dataclass(frozen=True, slots=True)
 class Produced:
-    """What running an endpoint gave: the answer to send, and what later requests get
-    (None when the answer must not be stored: not a 200, or it sets a cookie)."""
+    """What running an endpoint gave: the one response that is sent now and, when `storable`
+    (a 200 that sets no cookie), stored for later requests byte for byte, so that the ETag a
+    miss answers with is the one its hits answer with."""
 
-    answer: CachedResponse
-    to_store: CachedResponse | None
+    response: CachedResponse
+    storable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ class ResponseCache:
             if shared is not None:
                 return shared
             produced = await produce()
-            return Served(produced.answer, ttl, hit=False, cacheable=False)
+            return Served(produced.response, ttl, hit=False, cacheable=False)
         flight = asyncio.create_task(self._fill(namespace, key, ttl, lock_seconds, produce))
         self._flights[key] = flight
         flight.add_done_callback(partial(self._landed, key))
@@ -161,9 +162,10 @@ class ResponseCache:
                     return Filled(looked_up, looked_up)
                 epoch = looked_up
             produced = await produce()
-            if produced.to_store is None:
-                return Filled(Served(produced.answer, ttl, hit=False, cacheable=False), None)
-            payload = encode(produced.to_store, ttl)
+            response = produced.response
+            if not produced.storable:
+                return Filled(Served(response, ttl, hit=False, cacheable=False), None)
+            payload = encode(response, ttl)
             since = self._clock()
             stored = await self._breaker.call(
                 "store a response",
@@ -173,10 +175,10 @@ class ResponseCache:
             # False: invalidated while it ran, so no process may keep it. None: the store did
             # not answer; this process keeps its copy for the near cache's short life.
             if stored is not False:
-                self._near.put(key, produced.to_store, ttl, since, generation)
+                self._near.put(key, response, ttl, since, generation)
             return Filled(
-                Served(produced.answer, ttl, hit=False, cacheable=True),
-                Served(produced.to_store, ttl, hit=True, cacheable=True),
+                Served(response, ttl, hit=False, cacheable=True),
+                Served(response, ttl, hit=True, cacheable=True),
             )
         finally:
             if locked:

@@ -36,7 +36,6 @@ def cache_response(
     ttl: float | None = None,
     vary: Sequence[str] = (),
     lock_seconds: float | None = None,
-    as_cached: Callable[[Any], Any] | None = None,
 ) -> Callable[[Endpoint], Callable[..., Awaitable[Any]]]:
     """Cache a GET (and HEAD) endpoint's 200 responses for `ttl` seconds (default CACHE_TTL).
 
@@ -44,8 +43,8 @@ def cache_response(
     values of the endpoint parameters named in `vary` (the caller's identity, a header...);
     anything else the response depends on must be named there. Responses that vary are sent
     `Cache-Control: private`. `lock_seconds` (default RESPONSE_CACHE_LOCK_SECONDS) is how
-    long other processes wait for one process's fill. `as_cached`, if given, turns the
-    endpoint's value into the one later requests get (the first caller gets the original).
+    long other processes wait for one process's fill. A miss answers with exactly the bytes
+    that are stored, so its ETag revalidates on the hits; only X-Cache tells them apart.
     """
     checked_namespace(namespace)
     if ttl is not None and ttl <= 0:
@@ -119,13 +118,7 @@ def cache_response(
 
             async def produce() -> Produced:
                 value = await call(arguments)
-                first, storable = captured(rendered(value, request, sub_response))
-                if not storable:
-                    return Produced(first, None)
-                if as_cached is None:
-                    return Produced(first, first)
-                later, _ = captured(rendered(as_cached(value), request, sub_response))
-                return Produced(first, later)
+                return Produced(*captured(rendered(value, request, sub_response)))
 
             served = await cache.serve(
                 namespace,
