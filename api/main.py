@@ -20,6 +20,7 @@ from api.observability import (
     count_redis_errors,
     expect_routes,
 )
+from api.openapi import install_openapi
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
+    install_openapi(app)
     return app
 
 

@@ -1,11 +1,13 @@
 """Which methods a path serves, asked of the app's router: OPTIONS answers with them, a 405 says
 them in a true `Allow`, and HEAD is answered wherever GET is (FastAPI's routes serve only the
-methods they declare, Starlette's add HEAD to GET)."""
+methods they declare, Starlette's add HEAD to GET). A fallback route serves no method: a path
+only it takes is not there."""
 
 import asyncio
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.routing import APIRoute
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -16,8 +18,28 @@ ROUTED_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 """The methods asked of the router; OPTIONS is answered here for any path a route serves."""
 
 
+PROBE = "jobcache.methods_probe"
+"""Marks the scopes with which routed_methods asks the routes: a fallback takes none of them."""
+
+
+class FallbackRoute(APIRoute):
+    """A route that answers what no other route takes with a 404 that says more than "Not
+    Found": POST /jobs/{name} for a name that is no job type, GET /jobs/{job_id} for a segment
+    that cannot be a job id. It takes a path only where no other route takes it with any
+    method, and serves no method itself: a path only it takes has no `Allow`."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get(PROBE):
+            return Match.NONE, {}
+        match, child_scope = super().matches(scope)
+        # Only for a full match (an unknown path, mostly): the hot paths never get here.
+        if match is Match.FULL and routed_methods(scope["app"], scope):
+            return Match.NONE, {}
+        return match, child_scope
+
+
 def routed_methods(app: Starlette, scope: Scope) -> set[str]:
-    """The methods for which some route of `app` takes this request's path."""
+    """The methods for which some route of `app`, not a fallback, takes this request's path."""
     served = set()
     for method in ROUTED_METHODS:
         probe = {
@@ -26,6 +48,7 @@ def routed_methods(app: Starlette, scope: Scope) -> set[str]:
             "path": scope["path"],
             "root_path": scope.get("root_path", ""),
             "headers": [],
+            PROBE: True,
         }
         if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
             served.add(method)
@@ -46,11 +69,15 @@ def allowed_methods(app: Starlette, scope: Scope) -> list[str]:
 async def method_not_allowed(request: Request, error: Exception) -> Response:
     """OPTIONS on a path some route serves: 204 with its methods. Any other method its routes
     do not serve: 405 with the same `Allow` (Starlette's names only the first route it tried).
-    Other HTTP errors answer as FastAPI answers them."""
+    On a path only a fallback takes, both are a 404. Other HTTP errors answer as FastAPI
+    answers them."""
     assert isinstance(error, HTTPException)
     if error.status_code != 405:
         return await http_exception_handler(request, error)
-    allow = {"Allow": ", ".join(allowed_methods(request.app, request.scope))}
+    allowed = allowed_methods(request.app, request.scope)
+    if not allowed:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    allow = {"Allow": ", ".join(allowed)}
     if request.method == "OPTIONS":
         return Response(status_code=204, headers=allow)
     return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=allow)

@@ -56,7 +56,8 @@ class RequestObserver:
             await self.app(scope, receive, observe)
         finally:
             duration = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None)
+            # The template without convertors: /jobs/{job_id}, not /jobs/{job_id:job_id}.
+            route = getattr(scope.get("route"), "path_format", None)
             services: Services | None = getattr(scope["app"].state, "services", None)
             if services is not None:
                 metrics = services.metrics.api
@@ -75,9 +76,9 @@ def count_response_cache(metrics: ApiFamilies, scope: Scope, route: str, result:
 def expect_routes(app: FastAPI, metrics: ApiFamilies) -> None:
     """Make the error series of every route at 0 (shared/metrics.ApiFamilies.expect_routes)."""
     metrics.expect_routes(
-        (route.path, sorted(route.methods or ()))
+        (route.path_format, sorted(route.methods or ()))
         for route in iter_route_contexts(app.routes)
-        if route.path is not None
+        if route.path_format is not None
     )
 
 

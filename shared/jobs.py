@@ -14,11 +14,13 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.catalog import DEFAULT_QUEUE, Implementation, JobType
 from shared.cron import CronSchedule
 from shared.errors import ConfigurationError
+from shared.keys import is_job_id
+from shared.parameters import strict
 
 T = TypeVar("T")
 
@@ -100,6 +102,11 @@ def job(
             raise ConfigurationError(
                 f"{where}: name {declared_name!r} must be lower-case letters, digits and '_', "
                 "starting with a letter"
+            )
+        if is_job_id(declared_name):
+            raise ConfigurationError(
+                f"{where}: name {declared_name!r} has 22 characters, as a job id has: "
+                f"/jobs/{declared_name} would read as a job's path; choose a shorter or longer name"
             )
         check_options(where, timeout=timeout, retries=retries, retry_delay=retry_delay)
         if result_ttl is not None and result_ttl <= 0:
@@ -188,29 +195,6 @@ def check_options(where: str, *, timeout: float, retries: int, retry_delay: floa
         raise ConfigurationError(f"{where}: retries must be 0 or more, not {retries!r}")
     if retry_delay < 0:
         raise ConfigurationError(f"{where}: retry_delay must be 0 or more, not {retry_delay!r}")
-
-
-def strict(model: type[BaseModel]) -> type[BaseModel]:
-    """The parameter model, refusing unknown fields and taking JSON's types strictly, each
-    unless the model's own config says otherwise: a misspelt parameter, or `false` or `"5"`
-    sent for a number, is an error the client sees, not a default or a conversion silently
-    used. An integer is still taken for a float. The api validates the parsed JSON (pydantic's
-    Python mode), where a strict field refuses a datetime, UUID or enum given as a string: such
-    a field says `Field(strict=False)`."""
-    config = model.model_config
-    if config.get("extra") is not None and config.get("strict") is not None:
-        return model
-    strict_config = ConfigDict(
-        **{
-            **model.model_config,
-            "extra": config.get("extra") or "forbid",
-            "strict": config.get("strict", True),
-        }
-    )
-    strict_model: type[BaseModel] = type(
-        model.__name__, (model,), {"model_config": strict_config, "__module__": model.__module__}
-    )
-    return strict_model
 
 
 def first_line(text: str | None) -> str:

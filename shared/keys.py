@@ -73,7 +73,9 @@ from datetime import datetime
 
 from arq.constants import health_check_key_suffix, in_progress_key_prefix, job_key_prefix
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+JOB_ID = r"[A-Za-z0-9_-]{22}"
+"""What a job id is: 22 URL-safe characters (a job type's name never has 22: shared/jobs.py)."""
+JOB_ID_PATTERN = re.compile(f"^{JOB_ID}$")
 OPEN_OWNER = "open"
 """Stands for the owner of jobs submitted without an API key in the names of per-owner keys
 (an owner is otherwise a key's hex digest, so the two never meet)."""

@@ -3,6 +3,7 @@ OpenAPI-driven fuzz run, schemathesis, in the local and the redis mode), paramet
 JSON types, OPTIONS and 405 carry a true Allow, and a deleted job is gone from every route."""
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,14 @@ FUZZ_CONFIG = {
         "content_type_conformance": {"enabled": True},
         "response_headers_conformance": {"enabled": True},
         "response_schema_conformance": {"enabled": True},
+        "allow_header_conformance": {"enabled": True},
+        "unsupported_method": {"enabled": True},
+        # A request the schema allows is answered so: not a 422 (a 404 for a job id that is no
+        # job's, 409, 413 and 429 for what the schema cannot know).
+        "positive_data_acceptance": {
+            "enabled": True,
+            "expected-statuses": ["2xx", "401", "404", "409", "413", "429"],
+        },
     },
 }
 
@@ -133,7 +142,15 @@ def test_every_answer_is_documented(case: schemathesis.Case, served: Served) -> 
         # Slow on purpose (up to 5,000,000 sha256 rounds: seconds), and what it answers does
         # not depend on how many: valid counts are capped to keep the run short.
         case.query = {**(case.query or {}), "rounds": CACHED_ROUNDS}
-    case.call_and_validate(app=served.app, headers=served.headers)
+    # A request the schema allows is accepted (not a 422), except what it cannot foretell: a
+    # callback_url while callbacks are off, an Idempotency-Key the fuzzer reuses with another
+    # body (each a 422 the operation documents).
+    configured = "callback_url" in (case.query or {}) or "Idempotency-Key" in (case.headers or {})
+    case.call_and_validate(
+        app=served.app,
+        headers=served.headers,
+        excluded_checks=[schemathesis.checks.positive_data_acceptance] if configured else [],
+    )
 
 
 async def test_a_boolean_is_not_an_integer_nor_a_string_a_number(
@@ -173,8 +190,10 @@ async def test_an_integer_is_a_number(local_client: httpx.AsyncClient) -> None:
 async def test_options_lists_the_methods_of_the_path(local_client: httpx.AsyncClient) -> None:
     job_id = await submitted(local_client)
     for path, allowed in (
-        # POST: /jobs/{name} takes it (a 404 for a name that is no job type).
-        (f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS, POST"),
+        (f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS"),
+        # A job type's path is no job's: only what the schema documents there.
+        ("/jobs/fail", "OPTIONS, POST"),
+        ("/jobs/fail/batch", "OPTIONS, POST"),
         (f"/jobs/{job_id}/cancel", "OPTIONS, POST"),
         (f"/jobs/{job_id}/events", "GET, HEAD, OPTIONS"),
         ("/cached", "DELETE, GET, HEAD, OPTIONS"),
@@ -184,13 +203,17 @@ async def test_options_lists_the_methods_of_the_path(local_client: httpx.AsyncCl
         assert response.status_code == 204, path
         assert response.headers["allow"] == allowed, path
         assert response.content == b""
-    assert (await local_client.options("/no/such/path")).status_code == 404
+    for nowhere in ("/no/such/path", "/jobs/no_such_type", f"/jobs/{job_id}/batch"):
+        assert (await local_client.options(nowhere)).status_code == 404, nowhere
 
 
 async def test_a_405_says_the_same_allow(local_client: httpx.AsyncClient) -> None:
     job_id = await submitted(local_client)
     for method, path, allowed in (
-        ("PUT", f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS, POST"),
+        ("PUT", f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS"),
+        ("POST", f"/jobs/{job_id}", "DELETE, GET, HEAD, OPTIONS"),
+        ("GET", "/jobs/fail", "OPTIONS, POST"),
+        ("DELETE", "/jobs/echo", "OPTIONS, POST"),
         ("GET", f"/jobs/{job_id}/cancel", "OPTIONS, POST"),
         ("DELETE", "/health", "GET, HEAD, OPTIONS"),
     ):
@@ -198,6 +221,88 @@ async def test_a_405_says_the_same_allow(local_client: httpx.AsyncClient) -> Non
         assert response.status_code == 405, (method, path)
         assert response.headers["allow"] == allowed, (method, path)
         assert response.json() == {"detail": "Method Not Allowed"}
+
+
+async def test_a_path_that_is_neither_a_job_nor_a_job_type_is_404(
+    local_client: httpx.AsyncClient,
+) -> None:
+    for method, path in (
+        ("GET", "/jobs/no_such_type"),
+        ("POST", "/jobs/no_such_type"),
+        ("GET", "/jobs/not-an-id"),
+        ("POST", f"/jobs/{new_job_id()}/batch"),
+    ):
+        response = await local_client.request(method, path)
+        assert response.status_code == 404, (method, path)
+    unknown = await local_client.post("/jobs/no_such_type", json={})
+    assert "echo" in unknown.json()["known_job_types"]
+
+
+def test_job_ids_and_job_type_names_cannot_meet() -> None:
+    """The schema's pattern of a job id takes every id and no job type's name."""
+    paths = schema.raw_schema["paths"]
+    [job_id] = paths["/jobs/{job_id}"]["get"]["parameters"][:1]
+    pattern = re.compile(job_id["schema"]["pattern"])
+    assert all(pattern.fullmatch(new_job_id()) for _ in range(100))
+    names = [path.split("/")[2] for path in paths if path.startswith("/jobs/") and "{" not in path]
+    assert names and not any(pattern.fullmatch(name) for name in names), names
+
+
+async def test_a_whole_number_is_an_integer(local_client: httpx.AsyncClient) -> None:
+    """JSON Schema's `integer` admits 479670.0 (a fuzzer sent it): so does the api, as 479670;
+    a fraction is refused."""
+    accepted = await local_client.post("/jobs/primes", json={"limit": 479670.0})
+    assert accepted.status_code == 202, accepted.text
+    ran = await local_client.post("/jobs/primes", json={"limit": 10.0})
+    assert (await finished_record(local_client, ran.json()["id"]))["result"]["count"] == 4
+    refused = await local_client.post("/jobs/primes", json={"limit": 10.5})
+    assert refused.status_code == 422
+    [issue] = refused.json()["detail"]
+    assert (issue["loc"], issue["type"]) == (["body", "limit"], "int_from_float")
+    assert issue["msg"] == "Input should be a valid integer, got a number with a fractional part"
+
+
+async def test_any_cursor_the_schema_allows_reads_a_page(local_client: httpx.AsyncClient) -> None:
+    [cursor] = [
+        parameter
+        for parameter in schema.raw_schema["paths"]["/jobs"]["get"]["parameters"]
+        if parameter["name"] == "cursor"
+    ]
+    pattern = re.compile(cursor["schema"]["pattern"])
+    for _ in range(2):
+        await submitted(local_client)
+    made = (await local_client.get("/jobs", params={"limit": 1})).json()["next"]
+    for allowed in ("A" * 32, "_" * 32, "-" * 32, "0123456789abcdefghijklmnopqrstuv", made):
+        assert pattern.fullmatch(allowed), allowed
+        response = await local_client.get("/jobs", params={"cursor": allowed})
+        assert response.status_code == 200, (allowed, response.text)
+    for refused in ("A" * 31, "A" * 33, "A" * 31 + "=", ""):
+        assert not pattern.fullmatch(refused), refused
+        response = await local_client.get("/jobs", params={"cursor": refused})
+        assert response.status_code == 422, refused
+        assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+def test_the_api_key_is_a_bearer_security_scheme() -> None:
+    """/docs shows an Authorize button; the routes that take a key say so (a key, or none for
+    a deployment without API_KEYS), and those that never do say nothing."""
+    document = schema.raw_schema
+    assert document["components"]["securitySchemes"]["bearer"]["type"] == "http"
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    paths = document["paths"]
+    for path, method in (
+        ("/jobs/echo", "post"),
+        ("/jobs/echo/batch", "post"),
+        ("/jobs", "get"),
+        ("/jobs/{job_id}", "get"),
+        ("/jobs/{job_id}", "delete"),
+        ("/jobs/{job_id}/cancel", "post"),
+        ("/jobs/{job_id}/events", "get"),
+    ):
+        assert paths[path][method]["security"] == [{"bearer": []}, {}], (path, method)
+        assert "401" in paths[path][method]["responses"], (path, method)
+    for path in ("/health", "/metrics"):
+        assert "security" not in paths[path]["get"], path
 
 
 async def test_head_answers_where_get_does_with_its_headers_only(

@@ -138,6 +138,20 @@ BAD_DECLARATIONS = {
         """,
         ["blocking", "async"],
     ),
+    "a name as long as a job id": (
+        """
+        from pydantic import BaseModel
+        from shared.jobs import job
+
+        class Text(BaseModel):
+            text: str
+
+        @job(name="resize_and_watermark_a")
+        async def resize(parameters: Text, context: object) -> Text:
+            return parameters
+        """,
+        ["resize", "'resize_and_watermark_a'", "22 characters", "a job id"],
+    ),
     "a module that fails to import": (
         """
         import a_package_nobody_installed

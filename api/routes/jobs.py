@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
+from starlette.convertors import Convertor, register_url_convertor
 
 from api.auth import Caller
 from api.deps import (
@@ -18,12 +19,13 @@ from api.deps import (
     RecordsDep,
     ServicesDep,
 )
+from api.methods import FallbackRoute
 from api.responses import answers
 from api.services import Services
 from shared.catalog import DEFAULT_QUEUE
 from shared.errors import JobAlreadyFinishedError, JobNotFoundError
 from shared.events import JobWatch
-from shared.keys import is_job_id
+from shared.keys import JOB_ID, JOB_ID_PATTERN, is_job_id
 from shared.logs import job_event
 from shared.records import (
     CANCELLED_MESSAGE,
@@ -36,6 +38,25 @@ from shared.records import (
 from shared.tracing import current_trace_context
 
 logger = logging.getLogger(__name__)
+
+
+class JobIdConvertor(Convertor[str]):
+    """`{job_id:job_id}`: a path segment that can be a job id. The routes of one job take no
+    other path, so that they never take a job type's /jobs/{name} (no name has a job id's 22
+    characters: shared/jobs.py); their template, as metrics, traces and OpenAPI name it, stays
+    `/jobs/{job_id}`."""
+
+    regex = JOB_ID
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Starlette reads convertors from its one registry when a route is declared, just below.
+register_url_convertor("job_id", JobIdConvertor())
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -59,11 +80,18 @@ async def read_record(records: RecordStore, job_id: str, caller: Caller) -> JobR
     return record
 
 
-JobId = Annotated[str, Path(description="The id returned when the job was submitted.")]
+JobId = Annotated[
+    str,
+    Path(
+        pattern=JOB_ID_PATTERN.pattern,
+        description="The id returned when the job was submitted: 22 URL-safe characters. "
+        "Any other path segment is no job's: a job type's /jobs/{name}, or no path at all.",
+    ),
+]
 
 
 @router.get(
-    "/{job_id}",
+    "/{job_id:job_id}",
     name="get_job",
     response_model=JobView,
     responses=answers(401, 404, 422, 503),
@@ -103,7 +131,7 @@ async def get_job(
 
 
 @router.post(
-    "/{job_id}/cancel",
+    "/{job_id:job_id}/cancel",
     response_model=JobView,
     responses=answers(401, 404, 409, 422, 503),
 )
@@ -117,7 +145,7 @@ async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) ->
 
 
 @router.delete(
-    "/{job_id}",
+    "/{job_id:job_id}",
     status_code=204,
     response_class=Response,
     responses={
@@ -216,7 +244,7 @@ async def record_updates(
 
 
 @router.get(
-    "/{job_id}/events",
+    "/{job_id:job_id}/events",
     response_class=Response,
     responses={
         200: {
@@ -246,3 +274,23 @@ async def job_events(
                 yield event
 
     return EventSourceResponse(stream(), headers={"Cache-Control": "no-store"})
+
+
+async def no_such_job(job_id: str) -> None:
+    """A path segment that cannot be a job id, where no job type's route takes the path either:
+    as unknown as an id that never existed."""
+    raise JobNotFoundError(job_id)
+
+
+for fallback, methods in (
+    ("/{job_id}", ["GET", "DELETE"]),
+    ("/{job_id}/cancel", ["POST"]),
+    ("/{job_id}/events", ["GET"]),
+):
+    router.add_api_route(
+        fallback,
+        no_such_job,
+        methods=methods,
+        include_in_schema=False,
+        route_class_override=FallbackRoute,
+    )

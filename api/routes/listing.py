@@ -5,10 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from api.deps import CallerDep, ServicesDep
 from api.responses import answers
-from shared.listing import MAX_LIMIT, JobFilter, Position, read_page
+from shared.listing import CURSOR_PATTERN, MAX_LIMIT, JobFilter, Position, read_page
 from shared.records import JobStatus, JobView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -41,8 +42,13 @@ async def list_jobs(
         int, Query(ge=1, le=MAX_LIMIT, description="The most jobs on this page.")
     ] = DEFAULT_LIMIT,
     cursor: Annotated[
-        str | None,
-        Query(max_length=200, description="`next` of the previous page, as it came."),
+        str | SkipJsonSchema[None],
+        Query(
+            # Documented, not checked by FastAPI: position_of says what is wrong in words.
+            json_schema_extra={"pattern": CURSOR_PATTERN.pattern},
+            description="`next` of the previous page, as it came: 32 URL-safe base64 "
+            "characters. Any such text is a position in the list; any other is a 422.",
+        ),
     ] = None,
 ) -> Response:
     """The caller's jobs, newest first (by `created_at`, then id): with API keys the key's own,

@@ -13,6 +13,7 @@ from starlette.background import BackgroundTask
 
 from api.auth import Caller
 from api.deps import CallerDep, ServicesDep
+from api.methods import FallbackRoute
 from api.observability import note_submitted
 from api.responses import answers
 from api.routes.jobs import record_response
@@ -216,7 +217,8 @@ def submit_endpoint(
 
 
 async def submit_unknown(name: str, services: ServicesDep) -> None:
-    """Any name not declared: a 404 that lists the declared ones."""
+    """Any name not declared (and not a job id, whose path is a job's): a 404 that lists the
+    declared ones."""
     raise UnknownJobTypeError(name, sorted(services.catalog))
 
 
@@ -271,8 +273,12 @@ def submit_routes(catalog: Catalog) -> APIRouter:
                 **SUBMIT_ANSWERS,
             },
         )  # fmt: skip
-    submits.add_api_route("/{name}", submit_unknown, methods=["POST"], include_in_schema=False)
-    submits.add_api_route(
-        "/{name}/batch", submit_unknown, methods=["POST"], include_in_schema=False
-    )
+    for fallback in ("/{name}", "/{name}/batch"):
+        submits.add_api_route(
+            fallback,
+            submit_unknown,
+            methods=["POST"],
+            include_in_schema=False,
+            route_class_override=FallbackRoute,
+        )
     return submits

@@ -2,6 +2,7 @@
 backends."""
 
 from shared.listing.base import (
+    CURSOR_PATTERN,
     MAX_LIMIT,
     JobFilter,
     JobListing,
@@ -13,6 +14,7 @@ from shared.listing.base import (
 from shared.listing.memory import MemoryJobListing
 
 __all__ = [
+    "CURSOR_PATTERN",
     "MAX_LIMIT",
     "JobFilter",
     "JobListing",

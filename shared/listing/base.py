@@ -10,16 +10,17 @@ A page reads at most MAX_CHUNKS chunks of the index, each with one read of the r
 """
 
 import base64
-import binascii
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from shared.catalog import JobType
-from shared.keys import is_job_id
 from shared.records.model import UNFINISHED_RECORD_TTL, JobRecord, JobStatus
 
+CURSOR_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
+"""A cursor (Position.cursor): 32 URL-safe base64 characters, 24 bytes without padding."""
 MAX_LIMIT = 500
 """The most jobs one page holds."""
 MAX_CHUNKS = 4
@@ -47,24 +48,21 @@ class Position:
 
     @property
     def cursor(self) -> str:
-        """The opaque text a client passes back to read on from here."""
-        text = f"{self.created_us}.{self.job_id}".encode("ascii")
-        return base64.urlsafe_b64encode(text).decode("ascii").rstrip("=")
+        """The opaque text a client passes back to read on from here: the creation time (8
+        bytes) and the id (the 16 bytes a job id spells) in URL-safe base64, 32 characters."""
+        raw = self.created_us.to_bytes(8, "big") + base64.urlsafe_b64decode(self.job_id + "==")
+        return base64.urlsafe_b64encode(raw).decode("ascii")
 
     @classmethod
     def from_cursor(cls, cursor: str) -> "Position":
-        """The position `cursor` names; ValueError for any text that `cursor` did not make."""
-        try:
-            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise ValueError("not a cursor") from None
-        created, _, job_id = text.partition(".")
-        if not created.isdigit() or not is_job_id(job_id):
+        """The position `cursor` names; ValueError for any text CURSOR_PATTERN does not match.
+        Every text it matches is a position (one spelling each), so it documents the cursor
+        exactly."""
+        if not CURSOR_PATTERN.fullmatch(cursor):
             raise ValueError("not a cursor")
-        position = cls(int(created), job_id)
-        if position.cursor != cursor:  # one spelling only: no padding, no other alphabet
-            raise ValueError("not a cursor")
-        return position
+        raw = base64.urlsafe_b64decode(cursor)
+        job_id = base64.urlsafe_b64encode(raw[8:]).decode("ascii").rstrip("=")
+        return cls(int.from_bytes(raw[:8], "big"), job_id)
 
 
 def microseconds(record: JobRecord) -> int:
