@@ -1,12 +1,13 @@
 """API keys and quotas: each key sees only its own jobs; over a quota a key gets 429."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.conftest import client_for, settings_for_test
+from tests.conftest import client_for, served_for, settings_for_test
 
 ALICE = "alice-0c1f6d3b9a8e47f2b5d4c3a2e1f0a9b8"
 BOB = "bob-7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b"
@@ -112,3 +113,36 @@ async def test_keys_never_reach_the_logs(
         await client.post("/jobs/echo", json={"message": "hi"}, headers=bearer(key))
     assert ALICE not in caplog.text
     assert "wrong-key-123456" not in caplog.text
+
+
+async def test_a_job_seen_finished_has_already_given_its_quota_back(
+    namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that waits for its job and submits the next at once is never refused for the
+    job it saw finish: the slot is free before the end is recorded (a slow release, here
+    0.3 s, made a 429 right after `?wait` when it came after)."""
+    settings = settings_for_test(
+        cache_backend="local",
+        cache_namespace=namespace,
+        cpu_workers=1,
+        api_keys=ALICE,
+        quota_jobs_in_flight=1,
+    )
+    async with served_for(settings) as (services, client):
+        ledger = services.backend.quotas
+        release = ledger.release
+
+        async def slow_release(owner: str, job_id: str) -> None:
+            await asyncio.sleep(0.3)
+            await release(owner, job_id)
+
+        monkeypatch.setattr(ledger, "release", slow_release)
+        for message in ("first", "second", "third"):
+            submitted = await client.post(
+                "/jobs/echo", json={"message": message}, headers=bearer(ALICE)
+            )
+            assert submitted.status_code == 202, submitted.text
+            done = await client.get(
+                f"/jobs/{submitted.json()['id']}", params={"wait": 10}, headers=bearer(ALICE)
+            )
+            assert done.json()["status"] == "succeeded"

@@ -308,6 +308,10 @@ class JobRunner:
         error: str | None = None,
         status: JobStatus | None = None,
     ) -> Finished:
+        # The held-back `running` write writes this same record when its moment comes: it
+        # must not land with this end's fields before the callback is in the outbox and the
+        # quota given back (seen: a client saw its job finished, and was refused a 429).
+        await self._writer(record.id).settle()
         if status is None:
             status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
         record.status = status
@@ -323,9 +327,11 @@ class JobRunner:
             # Before the end is recorded: a worker that dies in between leaves the callback
             # to another, which sends it once an attempt has recorded the end.
             await self._callbacks.schedule(record.id, record.callback.url)
-        await self._writer(record.id).put(record, ttl)
         if record.owner is not None and self._quotas is not None:
+            # Before the end is recorded: a client that sees the job finished may submit
+            # again at once, and must find its slot free (seen: a 429 right after a ?wait).
             await self._quotas.release(record.owner, record.id)
+        await self._writer(record.id).put(record, ttl)
         return Finished()
 
     def _writer(self, job_id: str) -> AttemptRecords:

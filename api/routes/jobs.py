@@ -203,6 +203,10 @@ async def cancel(services: Services, record: JobRecord, *, call_back: bool = Tru
         # In the outbox before the end is written, as a worker's runner does
         # (shared/callbacks/base.py); sent once it is, and any worker running the job has let go.
         await backend.callbacks.schedule(record.id, callback.url)
+    if record.owner is not None:
+        # Before the end is recorded, as a worker's runner does: whoever sees it cancelled may
+        # submit again at once.
+        await backend.quotas.release(record.owner, record.id)
     await records.put(
         record,
         records.ttl_for(job_type.result_ttl if job_type else None),
@@ -210,8 +214,6 @@ async def cancel(services: Services, record: JobRecord, *, call_back: bool = Tru
     )
     if callback is not None:
         await backend.callbacks.ready(record.id)
-    if record.owner is not None:
-        await backend.quotas.release(record.owner, record.id)
     logger.info(
         "job %s (%s) cancelled", record.id, record.name,
         extra=job_event("job.cancelled", record.id, record.name, attempt=record.attempts),
