@@ -57,9 +57,16 @@ CACHED_ROUNDS = 1000
 """The most sha256 rounds a fuzzed GET /cached asks for (see the test)."""
 MODES: dict[str, dict[str, Any]] = {
     "local": {"cache_backend": "local"},
-    # No worker: its jobs stay queued. With API keys (the fuzzer sends a valid one) and a quota
-    # that its submissions exceed, so that 429 answers come too.
-    "redis": {"cache_backend": "redis", "api_keys": KEY, "quota_jobs_in_flight": 20},
+    # No worker: its jobs stay queued. With API keys (the fuzzer sends a valid one, an admin
+    # key too, so that admin routes answer as they do when allowed; their 403 for an ordinary
+    # key is tests/test_cache_access.py's) and a quota that its submissions exceed, so that
+    # 429 answers come too.
+    "redis": {
+        "cache_backend": "redis",
+        "api_keys": KEY,
+        "admin_api_keys": KEY,
+        "quota_jobs_in_flight": 20,
+    },
 }
 FUZZ_CONFIG = {
     "seed": 14,
