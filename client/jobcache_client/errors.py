@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from client.jobs import Job
+    from jobcache_client.jobs import Job
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from client.base import DEFAULT_URL
-from client.errors import (
+from jobcache_client.base import DEFAULT_URL
+from jobcache_client.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -22,9 +22,9 @@ from client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from client.jobs import Job, JobStatus
-from client.retries import DEFAULT_RETRIES
-from client.sync_client import Client
+from jobcache_client.jobs import Job, JobStatus
+from jobcache_client.retries import DEFAULT_RETRIES
+from jobcache_client.sync_client import Client
 
 EXIT_JOB_UNSUCCESSFUL = 1
 EXIT_USAGE = 2

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from client.errors import ConnectionFailed, retry_after_seconds
-from client.operations import Call
+from jobcache_client.errors import ConnectionFailed, retry_after_seconds
+from jobcache_client.operations import Call
 
 DEFAULT_RETRIES = 5
 RETRIED_STATUSES = frozenset({429, 503})

@@ -5,8 +5,8 @@ from typing import Generic, TypeVar
 
 import httpx
 
-from client.operations import Call
-from client.retries import DEFAULT_RETRIES, RetryPolicy
+from jobcache_client.operations import Call
+from jobcache_client.retries import DEFAULT_RETRIES, RetryPolicy
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
