@@ -18,13 +18,19 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The client's own distribution (client/), which the tests use as a user installs it: editable,
+# so they test this checkout's code; its dependencies are pinned in requirements-dev.txt.
+$(VENV)/.client: client/pyproject.toml $(VENV)/.dev
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --editable ./client
+	touch $@
+
 run: $(VENV)/.runtime
 	$(VENV)/bin/uvicorn api.main:app --host $(HOST) --port $(PORT)
 
 worker: $(VENV)/.runtime
 	$(VENV)/bin/python -m worker
 
-test: $(VENV)/.dev lint
+test: $(VENV)/.client lint
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.dev

@@ -23,6 +23,7 @@ from jobcache_client.errors import (
 from jobcache_client.jobs import Callback, Job, JobPage, JobStatus, Progress
 from jobcache_client.retries import RetryPolicy
 from jobcache_client.sync_client import Client
+from jobcache_client.version import __version__
 
 __all__ = [
     "AsyncClient",
@@ -50,4 +51,5 @@ __all__ = [
     "UnsupportedMediaType",
     "ValidationError",
     "WaitTimeout",
+    "__version__",
 ]
