@@ -19,8 +19,9 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 # The client's own distribution (client/), which the tests use as a user installs it: editable,
-# so they test this checkout's code; its dependencies are pinned in requirements-dev.txt.
-$(VENV)/.client: client/pyproject.toml $(VENV)/.dev
+# so they test this checkout's code; its dependencies are pinned in requirements-dev.txt. Its
+# metadata (the version, the jobcache command) is installed again when it changes.
+$(VENV)/.client: client/pyproject.toml client/jobcache_client/version.py $(VENV)/.dev
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --editable ./client
 	touch $@
 
