@@ -18,13 +18,20 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The client's own distribution (client/), which the tests use as a user installs it: editable,
+# so they test this checkout's code; its dependencies are pinned in requirements-dev.txt. Its
+# metadata (the version, the jobcache command) is installed again when it changes.
+$(VENV)/.client: client/pyproject.toml client/jobcache_client/version.py $(VENV)/.dev
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --editable ./client
+	touch $@
+
 run: $(VENV)/.runtime
 	$(VENV)/bin/uvicorn api.main:app --host $(HOST) --port $(PORT)
 
 worker: $(VENV)/.runtime
 	$(VENV)/bin/python -m worker
 
-test: $(VENV)/.dev lint
+test: $(VENV)/.client lint
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.dev

@@ -65,6 +65,16 @@ def free_port() -> int:
         return port
 
 
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback TCP port that refuses connections: bound but never listened on, held for the
+    block's length, so that no other process can take it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        port: int = bound.getsockname()[1]
+        yield port
+
+
 def child_environment(
     settings: Mapping[str, str],
     *,

@@ -1,10 +1,11 @@
-"""The client library (client/) against the real api in the local mode, in-process: the app in
-its lifespan behind httpx's ASGITransport, driven through `AsyncClient`; and the retries, with
-a stub in front of the api that refuses requests the way an overloaded api does."""
+"""The client library (jobcache_client, installed from client/) against the real api in the
+local mode, in-process: the app in its lifespan behind httpx's ASGITransport, driven through
+`AsyncClient`; and the retries, with a stub in front of the api that refuses requests the way an
+overloaded api does, and a port that refuses connections."""
 
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,10 +17,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.main import create_app
-from client import (
+from jobcache_client import (
     AsyncClient,
     Client,
     Conflict,
+    ConnectionFailed,
     JobStatus,
     NotFound,
     RateLimited,
@@ -28,11 +30,13 @@ from client import (
     Unavailable,
     ValidationError,
     WaitTimeout,
+    __version__,
 )
-from client.__main__ import main as command_line
-from client.operations import chunk_keys
+from jobcache_client.cli import main as command_line
+from jobcache_client.operations import chunk_keys
 from shared.settings import Settings
 from tests.conftest import settings_for_test
+from tests.processes import refusing_port
 
 BASE_URL = "http://jobcache.test"
 API_KEY = "client-test-key-5f1d0c9b8a7e6d5c4b3a2f1e"
@@ -167,7 +171,8 @@ async def test_an_unknown_job_type_is_not_found_with_the_known_ones(client: Asyn
         await client.submit("no_such_job", {})
     assert raised.value.known_job_types is not None
     assert {"echo", "sleep", "fail"} <= set(raised.value.known_job_types)
-    assert "echo" in str(raised.value)
+    message = str(raised.value)
+    assert message.count("known job types") == message.count("echo") == 1, message
 
 
 async def test_bad_parameters_are_a_validation_error_naming_each_field(
@@ -371,6 +376,72 @@ def test_a_resent_submission_waits_out_the_first_one_still_under_way() -> None:
     with client, pytest.raises(Conflict):
         client.submit("echo", {"message": "hi"}, idempotency_key="used-before")
     assert len(requests) == 2, "a 409 without Retry-After is final"
+
+
+def refused() -> httpx.ConnectError:
+    """httpx's error for a refused connection, caused by the operating system's, as it is."""
+    error = httpx.ConnectError("[Errno 111] Connection refused")
+    error.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return error
+
+
+def test_a_refused_connection_is_tried_again_once_only() -> None:
+    transport, requests = stub([refused(), refused(), httpx.Response(200, json=record())])
+    with Client(BASE_URL, transport=transport, retries=QUICK_RETRIES) as client:
+        with pytest.raises(ConnectionFailed) as raised:
+            client.get("Z3o0bXrT6F1bd9nJ3u3c1A")
+        assert len(requests) == 2
+        assert str(raised.value).endswith("(tried 2 times): connection refused")
+        assert client.get("Z3o0bXrT6F1bd9nJ3u3c1A").status is JobStatus.QUEUED
+
+    transport, requests = stub([httpx.ConnectError("unreachable"), refused(), refused()])
+    policy = RetryPolicy(retries=3, refused_retries=0, backoff=0.01)
+    with Client(BASE_URL, transport=transport, retries=policy) as client:
+        with pytest.raises(ConnectionFailed):
+            client.get("Z3o0bXrT6F1bd9nJ3u3c1A")
+        assert len(requests) == 2, "other connection failures keep their retries"
+
+
+@pytest.fixture
+def refusing_url() -> Iterator[str]:
+    with refusing_port() as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_an_api_that_refuses_connections_is_reported_within_a_second(
+    refusing_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    with Client(refusing_url) as client, pytest.raises(ConnectionFailed) as raised:
+        client.get("Z3o0bXrT6F1bd9nJ3u3c1A")
+    assert time.monotonic() - started < 1.0
+    assert "connection refused" in str(raised.value)
+
+    started = time.monotonic()
+    async with AsyncClient(refusing_url) as asynchronous:
+        with pytest.raises(ConnectionFailed):
+            await asynchronous.submit("echo", {"message": "hi"})
+    assert time.monotonic() - started < 1.0
+
+    started = time.monotonic()
+    assert command_line(["--url", refusing_url, "get", "Z3o0bXrT6F1bd9nJ3u3c1A"]) == 3
+    assert time.monotonic() - started < 1.0
+    assert capsys.readouterr().err.startswith(f"jobcache: no answer from {refusing_url}/jobs/")
+
+
+def test_requests_name_the_client_and_its_version() -> None:
+    transport, requests = stub([httpx.Response(200, json=record())])
+    with Client(BASE_URL, transport=transport) as client:
+        client.get("Z3o0bXrT6F1bd9nJ3u3c1A")
+    assert requests[0].headers["User-Agent"] == f"jobcache-client/{__version__}"
+
+
+def test_known_job_types_the_detail_does_not_name_are_added_to_the_message() -> None:
+    unknown = httpx.Response(404, json={"detail": "no such type", "known_job_types": ["echo"]})
+    transport, _ = stub([unknown])
+    with Client(BASE_URL, transport=transport) as client, pytest.raises(NotFound) as raised:
+        client.submit("nope", {})
+    assert str(raised.value) == "404 Not Found: no such type (known job types: echo)"
 
 
 def test_other_client_errors_are_not_retried() -> None:

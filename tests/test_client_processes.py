@@ -1,9 +1,11 @@
 """The client library and its command line against real api processes: the sync `Client`
 against uvicorn in the local mode, and against an api and a worker in the redis mode, where
-`python -m client` runs as a user runs it."""
+the `jobcache` command runs as a user runs it."""
 
 import json
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -11,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from client import Client, Conflict, JobStatus, NotFound, ValidationError
+from jobcache_client import Client, Conflict, JobStatus, NotFound, ValidationError
 from tests.deployments import Deployment, start_all
-from tests.processes import BIN, REPO_ROOT, Api, api, child_environment
+from tests.processes import BIN, Api, api, child_environment, refusing_port
 
 pytestmark = pytest.mark.processes
 
@@ -66,10 +68,11 @@ def test_submit_many_and_list_against_the_local_mode(local_api: Api) -> None:
 
 
 def run_cli(url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """`python -m client ...` as a user runs it, against the api at `url`."""
+    """`jobcache ...` as a user runs it (the command the client's distribution installs), against
+    the api at `url`, from outside the repository."""
     return subprocess.run(
-        [str(BIN / "python"), "-m", "client", *arguments],
-        cwd=REPO_ROOT,
+        [str(BIN / "jobcache"), *arguments],
+        cwd=tempfile.gettempdir(),
         env=child_environment({"JOBCACHE_URL": url}),
         capture_output=True,
         text=True,
@@ -111,5 +114,16 @@ def test_the_client_and_its_command_line_drive_the_redis_mode(deployment: Deploy
         assert missing.returncode == 4
         assert missing.stderr.startswith("jobcache: 404 Not Found:")
         assert "Traceback" not in missing.stderr and missing.stdout == ""
-        unreachable = run_cli("http://127.0.0.1:9", "get", "A" * 22, "--retries", "0")
-        assert unreachable.returncode == 3 and "Traceback" not in unreachable.stderr
+        unknown = run_cli(served.url, "submit", "nope", "{}")
+        assert unknown.returncode == 4
+        assert unknown.stderr.count("known job types") == unknown.stderr.count("echo") == 1
+
+
+def test_the_command_line_reports_an_api_that_refuses_connections_at_once() -> None:
+    with refusing_port() as port:
+        started = time.monotonic()
+        refused = run_cli(f"http://127.0.0.1:{port}", "get", "A" * 22)
+        elapsed = time.monotonic() - started
+    assert refused.returncode == 3 and refused.stdout == ""
+    assert refused.stderr.endswith("(tried 2 times): connection refused\n"), refused.stderr
+    assert elapsed < 3, "one quick retry, not six tries over 12 s (the interpreter's start aside)"

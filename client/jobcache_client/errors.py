@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from client.jobs import Job
+    from jobcache_client.jobs import Job
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,8 @@ def error_of_status(response: httpx.Response, item_offset: int) -> JobcacheError
         message += ": " + "; ".join(f"{issue.where}: {issue.message}" for issue in issues)
     elif detail:
         message += f": {detail}"
-    if isinstance(known, list):
+    if isinstance(known, list) and not all(str(name) in str(detail) for name in known):
+        # The api's own detail names them (`...; known job types: echo, ...`): said once.
         message += f" (known job types: {', '.join(map(str, known))})"
     error = kind(message, status=status, detail=detail, response=response)
     if isinstance(error, ValidationError):

@@ -1,4 +1,4 @@
-"""`python -m client`: jobcache's HTTP API from a shell, printing the api's JSON, so that
+"""The `jobcache` command: jobcache's HTTP API from a shell, printing the api's JSON, so that
 scripts can submit jobs and read results without writing Python."""
 
 import argparse
@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from client.base import DEFAULT_URL
-from client.errors import (
+from jobcache_client.base import DEFAULT_URL
+from jobcache_client.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -22,9 +22,10 @@ from client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from client.jobs import Job, JobStatus
-from client.retries import DEFAULT_RETRIES
-from client.sync_client import Client
+from jobcache_client.jobs import Job, JobStatus
+from jobcache_client.retries import DEFAULT_RETRIES
+from jobcache_client.sync_client import Client
+from jobcache_client.version import __version__
 
 EXIT_JOB_UNSUCCESSFUL = 1
 EXIT_USAGE = 2
@@ -171,17 +172,18 @@ def connection_options(parser: argparse.ArgumentParser, default: Any) -> None:
         type=int,
         default=DEFAULT_RETRIES if default is None else default,
         help="times a request is sent again after a 429, 503 or failed connection "
-        f"(default {DEFAULT_RETRIES})",
+        f"(default {DEFAULT_RETRIES}; after a refused connection, once at most)",
     )
 
 
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
-        prog="python -m client",
+        prog="jobcache",
         description="Submit jobs to a jobcache api and read them; prints the api's JSON.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    main.add_argument("--version", action="version", version=f"jobcache-client {__version__}")
     connection_options(main, None)
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -5,12 +5,13 @@ from typing import Generic, TypeVar
 
 import httpx
 
-from client.operations import Call
-from client.retries import DEFAULT_RETRIES, RetryPolicy
+from jobcache_client.operations import Call
+from jobcache_client.retries import DEFAULT_RETRIES, RetryPolicy
+from jobcache_client.version import __version__
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-USER_AGENT = "jobcache-client/0.1"
+USER_AGENT = f"jobcache-client/{__version__}"
 
 HttpClient = TypeVar("HttpClient", httpx.Client, httpx.AsyncClient)
 Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)

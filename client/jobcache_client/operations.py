@@ -19,8 +19,8 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent
 
-from client.errors import ConnectionFailed, UnexpectedResponse, WaitTimeout, error_for
-from client.jobs import Job, JobPage, JobStatus
+from jobcache_client.errors import ConnectionFailed, UnexpectedResponse, WaitTimeout, error_for
+from jobcache_client.jobs import Job, JobPage, JobStatus
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """The Python client of jobcache's HTTP API (httpx): `Client` and `AsyncClient`."""
 
-from client.async_client import AsyncClient
-from client.errors import (
+from jobcache_client.async_client import AsyncClient
+from jobcache_client.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -20,9 +20,10 @@ from client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from client.jobs import Callback, Job, JobPage, JobStatus, Progress
-from client.retries import RetryPolicy
-from client.sync_client import Client
+from jobcache_client.jobs import Callback, Job, JobPage, JobStatus, Progress
+from jobcache_client.retries import RetryPolicy
+from jobcache_client.sync_client import Client
+from jobcache_client.version import __version__
 
 __all__ = [
     "AsyncClient",
@@ -50,4 +51,5 @@ __all__ = [
     "UnsupportedMediaType",
     "ValidationError",
     "WaitTimeout",
+    "__version__",
 ]

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from client.errors import UnexpectedResponse
+from jobcache_client.errors import UnexpectedResponse
 
 
 class JobStatus(StrEnum):

@@ -2,7 +2,9 @@
 clients. Every request the client sends is safe to repeat (reads, cancels and deletes are
 idempotent, and submissions carry an idempotency key), so a failure to connect or a timeout is
 retried as well as a 429 or 503; and so is the 409 with a `Retry-After` that a submission sent
-again gets while the api still handles its first sending."""
+again gets while the api still handles its first sending. A refused connection is tried again
+once, soon: nothing listens there, and an api that is restarting is back within a moment or not
+for a long while, so waiting out the whole backoff only delays the error."""
 
 import random
 from collections.abc import Callable
@@ -10,10 +12,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from client.errors import ConnectionFailed, retry_after_seconds
-from client.operations import Call
+from jobcache_client.errors import ConnectionFailed, retry_after_seconds
+from jobcache_client.operations import Call
 
 DEFAULT_RETRIES = 5
+DEFAULT_REFUSED_RETRIES = 1
 RETRIED_STATUSES = frozenset({429, 503})
 """The answers that say nothing was done and to come back later."""
 RETRIED_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -27,10 +30,12 @@ class RetryPolicy:
     `retries` is how many times one request may be sent again after its first attempt. A 429 or
     503 is retried after its `Retry-After`, unless that is longer than `max_retry_after` (the
     error is raised at once then: its `retry_after` says when to come back); a failure without
-    one waits an exponential backoff (`backoff`, doubling up to `max_backoff`) with jitter.
+    one waits an exponential backoff (`backoff`, doubling up to `max_backoff`) with jitter. Of
+    those retries, `refused_retries` at most may follow a refused connection.
     """
 
     retries: int = DEFAULT_RETRIES
+    refused_retries: int = DEFAULT_REFUSED_RETRIES
     backoff: float = 0.5
     max_backoff: float = 10.0
     max_retry_after: float = 60.0
@@ -53,6 +58,7 @@ class Attempts:
         self.policy = policy
         self.call = call
         self.retries = 0
+        self.refusals = 0
 
     def after_error_answer(self, response: httpx.Response) -> float | None:
         """Seconds to wait before sending again after this error answer, or None: it is final."""
@@ -75,9 +81,33 @@ class Attempts:
     def after_transport_error(self, error: httpx.TransportError, url: str) -> float:
         """Seconds to wait before sending again after the connection failed; ConnectionFailed
         when there is no attempt left or no point in one."""
-        if not isinstance(error, RETRIED_TRANSPORT_ERRORS) or self.retries >= self.policy.retries:
+        refused = was_refused(error)
+        if (
+            not isinstance(error, RETRIED_TRANSPORT_ERRORS)
+            or self.retries >= self.policy.retries
+            or (refused and self.refusals >= self.policy.refused_retries)
+        ):
             tried = f" (tried {self.retries + 1} times)" if self.retries else ""
-            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            reason = "connection refused" if refused else describe(error)
             raise ConnectionFailed(f"no answer from {url}{tried}: {reason}") from error
         self.retries += 1
+        if refused:
+            self.refusals += 1
         return self.policy.backoff_delay(self.retries)
+
+
+def was_refused(error: BaseException) -> bool:
+    """Whether the connection was refused: the operating system's ConnectionRefusedError, which
+    httpx (through httpcore, and anyio's "All connection attempts failed") has as a cause."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,4 +1,4 @@
-"""The asyncio client: sends the calls of client/operations.py with an `httpx.AsyncClient`."""
+"""The asyncio client: sends the calls of operations.py with an `httpx.AsyncClient`."""
 
 import asyncio
 import builtins
@@ -9,10 +9,10 @@ from typing import Any, Self, TypeVar
 import httpx
 from httpx_sse import EventSource
 
-from client import operations
-from client.base import ClientBase
-from client.jobs import Job, JobPage, JobStatus
-from client.operations import DEFAULT_MAX_BATCH, Call, EventStream, Listing, Operation
+from jobcache_client import operations
+from jobcache_client.base import ClientBase
+from jobcache_client.jobs import Job, JobPage, JobStatus
+from jobcache_client.operations import DEFAULT_MAX_BATCH, Call, EventStream, Listing, Operation
 
 T = TypeVar("T")
 
