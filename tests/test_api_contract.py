@@ -98,7 +98,7 @@ def documented_openapi() -> dict[str, Any]:
     exactly this document."""
     settings = settings_for_test()
     app = create_app(settings)
-    install_submit_routes(app, load_catalog(settings.job_modules))
+    install_submit_routes(app, load_catalog(settings.job_modules), settings)
     return app.openapi()
 
 
