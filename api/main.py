@@ -59,12 +59,12 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
         )
 
 
-def install_submit_routes(app: FastAPI, catalog: Catalog) -> None:
-    """Add POST /jobs/{name} and /jobs/{name}/batch for the job types loaded at startup, in
-    place of those an earlier start of this app added; the OpenAPI schema is made anew on its
-    next read."""
+def install_submit_routes(app: FastAPI, catalog: Catalog, settings: Settings) -> None:
+    """Add POST /jobs/{name} and /jobs/{name}/batch for the job types loaded at startup (their
+    batches as long as its MAX_BATCH), in place of those an earlier start of this app added;
+    the OpenAPI schema is made anew on its next read."""
     earlier = getattr(app.state, "submit_routes", [])
-    submits = submissions.submit_routes(catalog).routes
+    submits = submissions.submit_routes(catalog, settings.max_batch).routes
     app.router.routes[:] = [route for route in app.router.routes if route not in earlier] + submits
     app.state.submit_routes = submits
     app.openapi_schema = None
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             active = settings or load_settings()
             logging.config.dictConfig(log_config(active.log_level, active.log_format))
             catalog = load_catalog(active.job_modules)
-            install_submit_routes(app, catalog)
+            install_submit_routes(app, catalog, active)
             async with open_tracing(API_SERVICE), open_services(active, catalog) as services:
                 expect_routes(app, services.metrics.api)
                 app.state.services = services

@@ -31,7 +31,10 @@ class JobParameters(BaseModel):
 
 
 class JobResult(BaseModel):
-    """A base for result models."""
+    """A base for result models: the worker stores a result with every field, so its OpenAPI
+    marks each one required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from shared.events import MemoryJobEvents
 from shared.jobs import JobContext
 from shared.keys import job_record_key, namespaced, new_job_id
 from shared.queue import QueuedJob
-from shared.records import JobRecord, RecordStore
+from shared.records import JobRecord, JobStatus, JobView, RecordStore
 from tests.conftest import client_for, eventually, finished_record, settings_for_test
 from tests.deployments import (
     CACHE_DB,
@@ -98,7 +98,7 @@ def documented_openapi() -> dict[str, Any]:
     exactly this document."""
     settings = settings_for_test()
     app = create_app(settings)
-    install_submit_routes(app, load_catalog(settings.job_modules))
+    install_submit_routes(app, load_catalog(settings.job_modules), settings)
     return app.openapi()
 
 
@@ -310,6 +310,35 @@ def test_the_api_key_is_a_bearer_security_scheme() -> None:
         assert "401" in paths[path][method]["responses"], (path, method)
     for path in ("/health", "/metrics"):
         assert "security" not in paths[path]["get"], path
+
+
+def test_the_schema_says_what_each_job_returns_and_what_is_always_sent() -> None:
+    """Each job type's submit routes document its own record, whose `result` is its result
+    model; every field a record always carries is required (null where unset); a batch holds
+    1 to MAX_BATCH jobs; the event stream's events are records named by their status."""
+    document = schema.raw_schema
+    components = document["components"]["schemas"]
+    submit = document["paths"]["/jobs/echo"]["post"]["responses"]
+    for status in ("200", "202"):
+        reference = submit[status]["content"]["application/json"]["schema"]["$ref"]
+        assert reference == "#/components/schemas/EchoJob", status
+    echo_job = components["EchoJob"]
+    assert echo_job["properties"]["result"]["anyOf"] == [
+        {"$ref": "#/components/schemas/EchoResult"},
+        {"type": "null"},
+    ]
+    for record in (echo_job, components["JobView"]):
+        assert set(record["required"]) == set(JobView.model_fields), record
+    assert set(components["Progress"]["required"]) == {"current", "total", "message"}
+    batch = document["paths"]["/jobs/echo/batch"]["post"]
+    body = batch["requestBody"]["content"]["application/json"]["schema"]
+    assert (body["minItems"], body["maxItems"]) == (1, settings_for_test().max_batch)
+    jobs = components["EchoBatch"]["properties"]["jobs"]
+    assert jobs["items"] == {"$ref": "#/components/schemas/EchoJob"}
+    stream = document["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    event = stream["text/event-stream"]["itemSchema"]["properties"]
+    assert event["data"]["contentSchema"] == {"$ref": "#/components/schemas/JobView"}
+    assert event["event"]["enum"] == [status.value for status in JobStatus]
 
 
 async def test_head_answers_where_get_does_with_its_headers_only(

@@ -4,10 +4,12 @@ declaration stops the process at startup with a message naming the module and th
 
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from api.main import create_app, install_submit_routes
 from shared.catalog import load_catalog
 from shared.errors import ConfigurationError
 from tests.conftest import client_for, finished_record, settings_for_test, write_module
@@ -206,3 +208,54 @@ def test_a_process_whose_job_module_cannot_be_imported_exits_naming_it(
     assert exited.code != 0, exited.output
     assert "JOBCACHE_JOBS" in exited.output
     assert "no_such_team_module" in exited.output
+
+
+MODULE_OF_RESULT = """
+from pydantic import BaseModel
+
+from shared.jobs import JobContext, job
+
+
+class Parameters(BaseModel):
+    {field}: str
+
+
+class Result(BaseModel):
+    {field}: str
+
+
+@job(name="{name}")
+async def run(parameters: Parameters, context: JobContext) -> Result:
+    return Result({field}=parameters.{field})
+"""
+
+
+def test_two_modules_models_of_one_name_each_keep_their_own_schema(job_directory: Path) -> None:
+    """Two modules may both call their models `Parameters` and `Result`: each job type's
+    routes document its own (a client generated from the schema reads each job's result as
+    its own type)."""
+    modules = [
+        write_module(job_directory, MODULE_OF_RESULT.format(name=name, field=field))
+        for name, field in (("first", "left"), ("second", "right"))
+    ]
+    settings = settings_for_test(jobcache_jobs=",".join(modules))
+    app = create_app(settings)
+    install_submit_routes(app, load_catalog(settings.job_modules), settings)
+    schema = app.openapi()
+    components = schema["components"]["schemas"]
+
+    def component(reference: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = components[reference["$ref"].rpartition("/")[2]]
+        return found
+
+    for name, field in (("first", "left"), ("second", "right")):
+        operation = schema["paths"][f"/jobs/{name}"]["post"]
+        body = component(operation["requestBody"]["content"]["application/json"]["schema"])
+        assert list(body["properties"]) == [field], body
+        record = component(operation["responses"]["202"]["content"]["application/json"]["schema"])
+        [result, null] = record["properties"]["result"]["anyOf"]
+        assert null == {"type": "null"}
+        assert list(component(result)["properties"]) == [field]
+        batch = schema["paths"][f"/jobs/{name}/batch"]["post"]["responses"]["202"]
+        jobs = component(batch["content"]["application/json"]["schema"])["properties"]["jobs"]
+        assert component(jobs["items"]) == record

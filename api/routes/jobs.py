@@ -221,6 +221,24 @@ async def cancel(services: Services, record: JobRecord, *, call_back: bool = Tru
     return record
 
 
+EVENT_STREAM = {
+    "schema": {"type": "string", "description": "The stream as it comes: its events' lines."},
+    # Each event, as OpenAPI 3.2 describes server-sent events and FastAPI documents its own.
+    "itemSchema": {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": [status.value for status in JobStatus]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/JobView"},
+            },
+        },
+    },
+}
+
+
 def server_sent_event(record: JobRecord) -> bytes:
     return format_sse_event(data_str=record.public_json(), event=record.status.value)
 
@@ -250,8 +268,10 @@ async def record_updates(
     response_class=Response,
     responses={
         200: {
-            "description": "Job records, each an event named by its status",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-sent events, each a job record (`data:`, a JobView as "
+            "JSON) named by its status (`event:`: queued, running, succeeded, failed or "
+            "cancelled); comment lines keep a quiet stream alive.",
+            "content": {"text/event-stream": EVENT_STREAM},
         },
         **answers(401, 404, 422, 503),
     },

@@ -13,6 +13,7 @@ from starlette.background import BackgroundTask
 
 from api.auth import Caller
 from api.deps import CallerDep, ServicesDep
+from api.job_views import views_of
 from api.methods import FallbackRoute
 from api.observability import note_submitted
 from api.responses import answers
@@ -22,7 +23,6 @@ from shared.catalog import Catalog, JobType
 from shared.errors import UnknownJobTypeError
 from shared.idempotency import KEY_PATTERN, IdempotentRequest
 from shared.quotas import Limits
-from shared.records import JobView
 from shared.submission import submit_jobs
 from shared.webhooks.addresses import MAX_URL_LENGTH
 from shared.webhooks.policy import CallbackPolicy
@@ -80,12 +80,6 @@ SUBMIT_ANSWERS[409]["headers"] = {
         "schema": {"type": "integer"},
     }
 }
-
-
-class JobBatch(BaseModel):
-    """The records of a batch's jobs, in the order of its parameter sets."""
-
-    jobs: list[JobView]
 
 
 async def submit(
@@ -172,15 +166,21 @@ def idempotent(
 
 
 def submit_endpoint(
-    job_type: JobType, *, batch: bool = False
+    job_type: JobType, *, batch_of: int | None = None
 ) -> Callable[..., Awaitable[Response]]:
     """An endpoint whose body is this job type's parameter model (for a batch, a list of
-    them), so that OpenAPI documents it."""
+    1 to `batch_of` of them), so that OpenAPI documents it."""
     body: Any = job_type.parameters
+    batch = batch_of is not None
     if batch:
         body = Annotated[
             GenericAlias(list, (job_type.parameters,)),
-            Body(min_length=1, description="The jobs' parameters, one object per job."),
+            Body(
+                min_length=1,
+                # Documented, not checked by FastAPI: check_batch_size names MAX_BATCH.
+                json_schema_extra={"maxItems": batch_of},
+                description="The jobs' parameters, one object per job: at most MAX_BATCH.",
+            ),
         ]
 
     async def endpoint(**arguments: Any) -> Response:
@@ -222,18 +222,19 @@ async def submit_unknown(name: str, services: ServicesDep) -> None:
     raise UnknownJobTypeError(name, sorted(services.catalog))
 
 
-def submit_routes(catalog: Catalog) -> APIRouter:
+def submit_routes(catalog: Catalog, max_batch: int) -> APIRouter:
     """POST /jobs/{name} and POST /jobs/{name}/batch for each job type, with its parameter
-    schema, then for any other name (a 404): built when the app starts, from the job types it
-    loaded."""
+    schema and its typed record (api/job_views.py), then for any other name (a 404): built when
+    the app starts, from the job types it loaded and its MAX_BATCH."""
     submits = APIRouter(prefix="/jobs", tags=["jobs"])
     for job_type in catalog.values():
+        views = views_of(job_type)
         submits.add_api_route(
             f"/{job_type.name}",
             submit_endpoint(job_type),
             methods=["POST"],
             status_code=202,
-            response_model=JobView,
+            response_model=views.record,
             summary=job_type.summary,
             name=f"submit_{job_type.name}",
             responses={
@@ -242,7 +243,7 @@ def submit_routes(catalog: Catalog) -> APIRouter:
                     "headers": LOCATION_HEADER,
                 },
                 200: {
-                    "model": JobView,
+                    "model": views.record,
                     "description": "A repeat of a request with this Idempotency-Key: the job "
                     "it made, as it is now.",
                     "headers": {**LOCATION_HEADER, **REPLAYED_HEADER},
@@ -252,10 +253,10 @@ def submit_routes(catalog: Catalog) -> APIRouter:
         )
         submits.add_api_route(
             f"/{job_type.name}/batch",
-            submit_endpoint(job_type, batch=True),
+            submit_endpoint(job_type, batch_of=max_batch),
             methods=["POST"],
             status_code=202,
-            response_model=JobBatch,
+            response_model=views.batch,
             summary=f"{job_type.summary}: a batch of jobs",
             description="Up to MAX_BATCH jobs of this type in one request, all validated "
             "before any is queued (a 422 names each bad one by its index) and queued all or "
@@ -265,7 +266,7 @@ def submit_routes(catalog: Catalog) -> APIRouter:
                 202: {"description": "Accepted and queued, all of them: their records, in the "
                       "order of the parameter sets."},
                 200: {
-                    "model": JobBatch,
+                    "model": views.batch,
                     "description": "A repeat of a request with this Idempotency-Key: the jobs "
                     "it made, as they are now.",
                     "headers": REPLAYED_HEADER,

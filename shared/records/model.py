@@ -27,8 +27,15 @@ CANCELLED_MESSAGE = "cancelled by the client"
 UNFINISHED_RECORD_TTL = 24 * 60 * 60
 
 
+SENT_IN_FULL = ConfigDict(json_schema_serialization_defaults_required=True)
+"""A record is always sent with every field (null where unset): its OpenAPI says so, so that
+a generated client's fields are not all optional."""
+
+
 class Progress(BaseModel):
     """How far a running job has come, as the job itself reports it."""
+
+    model_config = SENT_IN_FULL
 
     current: float
     total: float
@@ -52,7 +59,7 @@ class CallbackState(StrEnum):
 class Callback(BaseModel):
     """Where jobcache POSTs the record once the job has finished, and how that went so far."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, **SENT_IN_FULL)
 
     url: str
     """The `callback_url` the job was submitted with."""
@@ -74,12 +81,14 @@ class Callback(BaseModel):
 class JobView(BaseModel):
     """Everything a client may learn about one job: the record as the api shows it."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, **SENT_IN_FULL)
 
     id: str
     name: str
     status: JobStatus = JobStatus.QUEUED
     result: Any = None
+    """The job's result once it has succeeded, else null: an object of its job type's result
+    model, which the job type's submit routes document (`EchoJob` for `echo`)."""
     error: str | None = None
     attempts: int = 0
     max_attempts: int = 1
