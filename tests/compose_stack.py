@@ -20,7 +20,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +219,7 @@ class ComposeStack:
                 name,
                 check=False,
             )
-            logs = podman("logs", "--tail", "15", name, check=False, with_stderr=True)
+            logs = "\n".join(last_distinct(podman("logs", name, check=False, with_stderr=True)))
             parts.append(f"--- {name} ({state}):\n{logs}")
         return "\n".join(parts)
 
@@ -244,6 +243,21 @@ class ComposeStack:
             podman("rmi", f"{self.project}_{service}", check=False)
 
 
+def last_distinct(log: str, count: int = 20) -> list[str]:
+    """The last `count` lines of a log that differ in more than their numbers: a Redis
+    retrying every second would otherwise fill a failure's report with one line."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    for line in reversed(log.splitlines()):
+        shape = re.sub(r"\d+", "", line)
+        if shape not in seen:
+            seen.add(shape)
+            kept.append(line)
+        if len(kept) == count:
+            break
+    return kept[::-1]
+
+
 def stack_settings(**overrides: str) -> dict[str, str]:
     """The `.env` an operator makes from .env.example: a password and a key of their own."""
     return {
@@ -265,7 +279,7 @@ def env_file_from_example(settings: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextmanager
+@contextlib.contextmanager
 def compose_stack(settings: dict[str, str], profiles: Sequence[str] = ()) -> Iterator[ComposeStack]:
     """A stack in a copy of the repository; removed on the way out, whatever happened."""
     with tempfile.TemporaryDirectory(prefix="jobcache-compose-") as temporary:
