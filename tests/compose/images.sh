@@ -85,4 +85,9 @@ if missing "$REDIS_IMAGE"; then
   build_stand_in "$REDIS_IMAGE" redis.Containerfile "$here/redis-entrypoint.sh"
 fi
 echo "images.sh: building $PROJECT_IMAGE from the Dockerfile" >&2
+previous="$(podman image inspect --format '{{.Id}}' "$PROJECT_IMAGE" 2>/dev/null || true)"
 podman build --quiet --pull=never -t "$PROJECT_IMAGE" "$root" >/dev/null
+# The build it replaces, untagged now, would otherwise stay on disk run after run.
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$PROJECT_IMAGE")" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
