@@ -1,5 +1,5 @@
 # One image for both the api and the worker; docker-compose.yml picks the command.
-FROM python:3.11-slim
+FROM docker.io/library/python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app

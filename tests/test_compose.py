@@ -1,5 +1,5 @@
-"""docker-compose.yml, checked by parsing it: Docker cannot run on our machines. The commands
-it runs are the README's, which the process tests run for real."""
+"""docker-compose.yml, checked by parsing it: what it says and how its parts agree.
+tests/test_compose_stack.py runs it for real, with podman."""
 
 import re
 import shlex
@@ -60,6 +60,42 @@ def test_redis_takes_its_password_from_env_and_keeps_an_append_only_file(
 def test_redisinsight_is_reachable_on_host_port_8001(compose: dict[str, Any]) -> None:
     ports = compose["services"]["redisinsight"]["ports"]
     assert any(str(port).startswith("8001:") for port in ports)
+
+
+def test_the_api_is_published_on_8000_unless_api_port_says_otherwise(
+    compose: dict[str, Any],
+) -> None:
+    assert compose["services"]["api"]["ports"] == ["${API_PORT:-8000}:8000"]
+
+
+def test_images_are_named_in_full_and_are_those_the_compose_test_stands_in_for(
+    compose: dict[str, Any],
+) -> None:
+    """A short name (`redis:7-alpine`) resolves only on an engine with unqualified-search
+    registries; tests/compose/images.sh tags its stand-ins with the full names."""
+    images = {service["image"] for service in compose["services"].values() if "image" in service}
+    [base] = re.findall(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    for image in [*images, base]:
+        registry = image.split("/")[0]
+        assert "." in registry and image.count("/") >= 2, image
+    script = (ROOT / "tests" / "compose" / "images.sh").read_text()
+    assert f"readonly PYTHON_IMAGE={base}\n" in script
+    assert "readonly REDIS_IMAGE=docker.io/library/redis:7-alpine\n" in script
+    assert compose["services"]["redis"]["image"] == "docker.io/library/redis:7-alpine"
+
+
+def test_the_cache_database_is_the_one_env_example_and_the_default_name() -> None:
+    """The compose file's default, .env.example (which its header says to copy) and jobcache's
+    own default agree: the same database whether or not .env sets it, on cache-redis and on the
+    Sentinels' master alike."""
+    from shared.settings import Settings
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    [default] = re.findall(r"REDIS_CACHE_DB: \$\{REDIS_CACHE_DB:-(\d+)\}", text)
+    [example] = re.findall(
+        r"^REDIS_CACHE_DB=(\d+)$", (ROOT / ".env.example").read_text(), re.MULTILINE
+    )
+    assert int(default) == int(example) == Settings.model_fields["redis_cache_db"].default
 
 
 def test_api_and_worker_run_the_readme_commands_against_redis(compose: dict[str, Any]) -> None:
@@ -190,6 +226,26 @@ def test_three_sentinels_monitor_the_same_master_with_quorum_two(compose: dict[s
         assert "> /data/sentinel.conf" in command_of(service)
         assert service["healthcheck"]["test"][-3:] == ["-p", "26379", "ping"]
     assert monitored == {("jobcache", "redis", "6379", "2")}
+
+
+def test_each_sentinel_is_known_by_its_service_name_and_an_id_of_that_name(
+    compose: dict[str, Any],
+) -> None:
+    """Sentinels record each other as they announce themselves: by default a container's
+    address, which changes when it is recreated, leaving a stale entry that counts towards the
+    majority a failover needs. Each announces its service's name instead, and its id is that
+    name's digest, so that a recreated Sentinel, with a new file, is the same one to the rest."""
+    for name in SENTINELS:
+        service = compose["services"][name]
+        assert service["environment"]["SENTINEL_HOSTNAME"] == name
+        lines = sentinel_configuration(service)
+        assert "sentinel announce-hostnames yes" in lines
+        assert "sentinel announce-ip $SENTINEL_HOSTNAME" in lines
+        [myid] = [line for line in lines if line.startswith("sentinel myid ")]
+        assert myid == "sentinel myid $(printf %s $SENTINEL_HOSTNAME | sha1sum | cut -c1-40)"
+    # The old master is known by name as well once it has become a replica.
+    for name in ("redis", "redis-replica"):
+        assert f"--replica-announce-ip {name}" in command_of(compose["services"][name])
 
 
 def test_the_sentinel_profile_says_how_to_point_jobcache_at_it() -> None:
