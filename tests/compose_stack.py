@@ -52,7 +52,6 @@ and the developer's own `.env`."""
 STACK_SERVICES = ("api", "worker", "worker-cpu")
 """The services the tests start (and those they depend on, both Redis): RedisInsight's image
 cannot be had here."""
-SENTINEL_SERVICES = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")
 
 
 def podman_compose() -> str:
@@ -196,12 +195,6 @@ class ComposeStack:
         return "\n".join(
             podman("logs", name, with_stderr=True) for name in self.containers(service)
         )
-
-    def kill(self, service: str) -> None:
-        podman("kill", self.container(service))
-
-    def start_again(self, service: str) -> None:
-        podman("start", self.container(service))
 
     @staticmethod
     def hostname(container: str) -> str:
