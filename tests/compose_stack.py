@@ -218,7 +218,8 @@ class ComposeStack:
 
     def remove(self) -> None:
         """`down` with the volumes, then whatever is left of the project: containers (with
-        their unnamed volumes), named volumes, networks, and the image tags it built."""
+        their unnamed volumes), named volumes, networks, the image tags it built and its
+        pod."""
         self.api.close()
         label = f"label=io.podman.compose.project={self.project}"
         # What `down` leaves behind, if it fails, is removed below.
@@ -234,6 +235,8 @@ class ComposeStack:
             podman("network", "rm", "--force", network, check=False)
         for service in STACK_SERVICES:
             podman("rmi", f"{self.project}_{service}", check=False)
+        # podman-compose puts the project's containers in a pod, which `down` leaves.
+        podman("pod", "rm", "--force", f"pod_{self.project}", check=False)
 
 
 def last_distinct(log: str, count: int = 20) -> list[str]:
