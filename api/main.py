@@ -24,6 +24,7 @@ from api.openapi import install_openapi
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
+from api.startup_failure import EXPLAINED_STATE_KEY, QuietExplainedStartupFailure
 from api.tracing import request_telemetry
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         except (ConfigurationError, StartupError) as error:
             logger.critical("jobcache api cannot start: %s", error)
+            # The line above says what to fix; the traceback only when debugging.
+            setattr(app.state, EXPLAINED_STATE_KEY, not logger.isEnabledFor(logging.DEBUG))
             raise
 
     app = FastAPI(
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     count_redis_errors(app)
     count_quota_refusals(app)
     app.add_middleware(RequestObserver)
+    app.add_middleware(QuietExplainedStartupFailure)
     app.include_router(listing.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)

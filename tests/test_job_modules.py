@@ -208,6 +208,21 @@ def test_a_process_whose_job_module_cannot_be_imported_exits_naming_it(
     assert exited.code != 0, exited.output
     assert "JOBCACHE_JOBS" in exited.output
     assert "no_such_team_module" in exited.output
+    # One line says what to fix; no traceback follows it.
+    assert "Traceback" not in exited.output, exited.output
+
+
+@pytest.mark.processes
+def test_at_debug_level_the_api_shows_the_traceback_of_why_it_cannot_start(
+    tmp_path: Path,
+) -> None:
+    environment = {"JOBCACHE_JOBS": "no_such_team_module", "LOG_LEVEL": "DEBUG"}
+    command = api_command(free_port())
+
+    exited = run_until_exit("api", command, child_environment(environment), tmp_path / "o.log")
+
+    assert exited.code != 0, exited.output
+    assert "Traceback" in exited.output and "no_such_team_module" in exited.output
 
 
 MODULE_OF_RESULT = """
