@@ -28,7 +28,8 @@ class JobNotFoundError(JobcacheError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(
-            f"no job with id {job_id!r}: it does not exist or its record expired after its TTL"
+            f"no job with id {job_id!r}: it does not exist, was deleted, or its record expired "
+            "after its TTL"
         )
 
 
