@@ -156,6 +156,7 @@ class ClaimingWorker(Worker):
         self.leases = Leases(self.pool, lease_seconds, worker_id)
         self._lease_seconds = lease_seconds
         self._slot_freed = asyncio.Event()
+        self._drained = False
         self.stop = StopDeadline()
         # For the runner, which puts back the jobs it was running by the same deadline.
         self.ctx["stop"] = self.stop
@@ -174,25 +175,32 @@ class ClaimingWorker(Worker):
 
     async def _poll_iteration(self) -> None:
         """One turn of arq's loop: claim jobs for the free slots and start them, or wait for a
-        slot to free or a wake-up; then arq's heart beat."""
+        slot to free; then arq's heart beat. A worker whose last claim took every due job
+        waits for a wake-up first, and claims as soon as one comes (not after arq's pause
+        between turns)."""
         self.leases.start()
         if self.allow_pick_jobs:
             free = self.max_jobs - self.job_counter
-            if free > 0:
-                await self._claim(free)
-            else:
+            if free <= 0:
                 await self._wait_for_a_slot()
+            else:
+                reads = self._queues()
+                if self._drained:
+                    await reads.wait()
+                if self.allow_pick_jobs:
+                    await self._claim(reads, free)
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
         await self.heart_beat()
 
-    async def _claim(self, free: int) -> None:
-        reads = self._queues()
+    async def _claim(self, reads: "QueueReads", free: int) -> None:
         queues = reads.to_read()
         reads.reading()
         claim = await self._claims.claim(queues, free)
         reads.found(queues, claim)
+        # Every due job is taken: nothing to start until a wake-up (or a job falls due).
+        self._drained = len(claim.jobs) < free and not claim.left
         if not self.allow_pick_jobs:
             # The worker began to stop while the claim was on its way: the jobs go back.
             for claimed in claim.jobs:
@@ -200,9 +208,6 @@ class ClaimingWorker(Worker):
             return
         for claimed in claim.jobs:
             self._start(claimed)
-        if len(claim.jobs) < free and not claim.left:
-            # Every due job is taken: nothing to start until a wake-up (or a job falls due).
-            await reads.wait()
 
     async def _wait_for_a_slot(self) -> None:
         self._slot_freed.clear()

@@ -17,6 +17,9 @@ from arq.utils import timestamp_ms
 
 from shared.keys import arq_job_key, claim_receipt_key, in_progress_key, retry_key
 
+MOST_PER_CLAIM = 1000
+"""Jobs one claim takes at most (Lua's `unpack` takes some thousands of values)."""
+
 RETRY_KEY_SECONDS = 88_400
 """arq's TTL of a job's delivery count (`run_job` sets the same)."""
 
@@ -55,6 +58,9 @@ for queue = 1, #KEYS do answer[#answer + 1] = #found[queue] / 2 end
 local receipt_entries = {token}
 local claimed, left, held = 0, 0, 0
 local lease_end = now + lease
+local moved = {}
+local envelope_keys = {}
+for queue = 1, #KEYS do moved[queue] = {} end
 -- One job of each queue in turn, in the order the queues are given.
 for position = 1, longest, 2 do
   for queue = 1, #KEYS do
@@ -66,7 +72,9 @@ for position = 1, longest, 2 do
         local progress = progress_prefix .. job_id
         if redis.call('SET', progress, holder, 'NX', 'PX', lease) then
           claimed = claimed + 1
-          redis.call('ZADD', KEYS[queue], 'XX', lease_end, job_id)
+          table.insert(moved[queue], lease_end)
+          table.insert(moved[queue], job_id)
+          envelope_keys[claimed] = job_prefix .. job_id
           local retry = retry_prefix .. job_id
           local try = 1
           if not redis.call('SET', retry, 1, 'NX', 'EX', retry_ttl) then
@@ -77,7 +85,7 @@ for position = 1, longest, 2 do
           answer[#answer + 1] = queue
           answer[#answer + 1] = score
           answer[#answer + 1] = try
-          answer[#answer + 1] = redis.call('GET', job_prefix .. job_id)
+          answer[#answer + 1] = false -- the envelope, read below
           receipt_entries[#receipt_entries + 1] = job_id
           receipt_entries[#receipt_entries + 1] = queue
           receipt_entries[#receipt_entries + 1] = score
@@ -90,6 +98,13 @@ for position = 1, longest, 2 do
 end
 answer[1], answer[2] = left, held
 if claimed > 0 then
+  -- One ZADD per queue and one MGET, not one of each per job.
+  for queue = 1, #KEYS do
+    if #moved[queue] > 0 then redis.call('ZADD', KEYS[queue], 'XX', unpack(moved[queue])) end
+  end
+  local envelopes = redis.call('MGET', unpack(envelope_keys))
+  local first = 2 + #KEYS
+  for index = 1, claimed do answer[first + 5 * index] = envelopes[index] end
   redis.call('SET', receipt, cjson.encode(receipt_entries), 'PX', lease)
 end
 return answer
@@ -137,6 +152,7 @@ class JobClaims:
         """Claim up to `free` due jobs of `queues` (keys), taking one of each queue in turn."""
         if free <= 0 or not queues:
             return Claim([], 0, 0, [0] * len(queues))
+        free = min(free, MOST_PER_CLAIM)
         reply = await self._script(
             keys=list(queues),
             args=[
