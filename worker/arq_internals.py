@@ -64,13 +64,13 @@ from arq import Retry
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.jobs import deserialize_job_raw
-from arq.utils import ms_to_datetime
+from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Worker
 
 from shared.connections import REDIS_FAILURES
 from shared.outages import ride_out_outages
 from shared.subscriptions import Subscription
-from worker.claims import Claim, Claimed, JobClaims
+from worker.claims import Claimed, JobClaims
 from worker.job_ends import JobEnds
 from worker.leases import Leases
 from worker.stopping import CANCEL_WAIT, StopDeadline, cancel_leftovers
@@ -185,20 +185,34 @@ class ClaimingWorker(Worker):
                 await self._wait_for_a_slot()
             else:
                 reads = self._queues()
-                if self._drained:
-                    await reads.wait()
-                if self.allow_pick_jobs:
+                if self._drained and not await reads.wait() and not await self._any_due(reads):
+                    # The fallback read found nothing: a look costs a read of each queue
+                    # only, where a claim costs its script too.
+                    pass
+                elif self.allow_pick_jobs:
                     await self._claim(reads, free)
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
         await self.heart_beat()
 
+    async def _any_due(self, reads: "QueueReads") -> bool:
+        """Whether any queue to read has a due job; those with none become quiet."""
+        queues = reads.to_read()
+        reads.reading()
+        now = timestamp_ms()
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.zrangebyscore(queue, "-inf", now, start=0, num=1)
+            found = await pipe.execute()
+        reads.found(queues, [len(due) for due in found])
+        return any(found)
+
     async def _claim(self, reads: "QueueReads", free: int) -> None:
         queues = reads.to_read()
         reads.reading()
         claim = await self._claims.claim(queues, free)
-        reads.found(queues, claim)
+        reads.found(queues, claim.found)
         # Every due job is taken: nothing to start until a wake-up (or a job falls due).
         self._drained = len(claim.jobs) < free and not claim.left
         if not self.allow_pick_jobs:
@@ -405,21 +419,23 @@ class QueueReads:
         before is for a job this read finds (the api queues, then announces)."""
         self._wakeup.clear()
 
-    def found(self, queues: Sequence[str], claim: Claim) -> None:
-        for queue, count in zip(queues, claim.found, strict=True):
+    def found(self, queues: Sequence[str], counts: Sequence[int]) -> None:
+        """How many due jobs a read found on each of `queues`."""
+        for queue, count in zip(queues, counts, strict=True):
             if not count:
                 self._quiet.add(queue)
 
-    async def wait(self) -> None:
-        """Until a wake-up, or WORKER_FALLBACK_POLL (not at all without wake-ups: the loop's
-        own pause, arq's poll_delay, is then the wait)."""
+    async def wait(self) -> bool:
+        """Until a wake-up (True), or WORKER_FALLBACK_POLL (False; at once without wake-ups:
+        the loop's own pause, arq's poll_delay, is then the wait)."""
         if not self.listening():
-            return
+            return False
         try:
             async with asyncio.timeout(self._fallback_poll):
                 await self._wakeup.wait()
         except TimeoutError:
-            pass
+            return False
+        return True
 
 
 class QueueWaitingRedis(ArqRedis):

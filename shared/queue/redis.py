@@ -12,6 +12,7 @@ from redis.asyncio.client import Pipeline
 
 from shared.catalog import DEFAULT_QUEUE
 from shared.connections import REDIS_FAILURES, calls_redis, client_options, explain_redis_error
+from shared.grouped_pipeline import GroupedPipeline
 from shared.keys import Keys, arq_job_key
 from shared.queue.base import QueuedJob
 from shared.replication import ReplicaAcks, ReplicasBehindError
@@ -65,21 +66,29 @@ class RedisQueue:
         self._keys = keys
         self._replica_acks = replica_acks
         self._cancels: Subscription | None = None
+        # Submissions of the same loop turn (a busy api) share a round trip, and each queue's
+        # wake-up.
+        self._grouped: GroupedPipeline[dict[str, dict[str, int]]] = GroupedPipeline(
+            pool, self._wake_all_in
+        )
 
     async def enqueue(self, job: QueuedJob) -> None:
         await self.enqueue_many((job,))
 
     @calls_redis("queue jobs")
     async def enqueue_many(self, jobs: Sequence[QueuedJob]) -> None:
-        """One round trip however many jobs (two with REDIS_MIN_REPLICAS_ACK): each job's
-        envelope, one ZADD per queue and one wake-up per queue, naming the job when it is the
-        only one (a wake-up that names none has the idle workers read the queue)."""
+        """One round trip however many jobs (two with REDIS_MIN_REPLICAS_ACK), shared with the
+        submissions of the same loop turn: each job's envelope, one ZADD per queue and one
+        wake-up per queue, naming the job when it is the only one (a wake-up that names none
+        has the idle workers read the queue)."""
         enqueue_time_ms = timestamp_ms()
         by_queue: dict[str, dict[str, int]] = {}
+        for job in jobs:
+            by_queue.setdefault(job.queue, {})[job.id] = enqueue_time_ms
+
         # Not a MULTI: Redis runs a pipeline's commands in order, so the jobs exist before
         # their queue entries, and a failure on the way raises here and the api answers 503.
-        acks = self._replica_acks
-        async with self._pool.pipeline(transaction=False) as pipe:
+        def add(pipe: Pipeline) -> int:
             for job in jobs:
                 envelope = serialize_job(
                     job.name,
@@ -90,26 +99,37 @@ class RedisQueue:
                     serializer=job_serializer,
                 )
                 pipe.psetex(arq_job_key(job.id), self._pool.expires_extra_ms, envelope)
-                by_queue.setdefault(job.queue, {})[job.id] = enqueue_time_ms
             for queue, entries in by_queue.items():
                 pipe.zadd(self._keys.queue(queue), entries)
-            if acks is None:
-                self._wake_in(pipe, by_queue)
-            else:
-                acks.wait_in(pipe)
+            return len(jobs) + len(by_queue)
+
+        acks = self._replica_acks
+        if acks is None:
+            await self._grouped.send(add, by_queue)
+            return
+        async with self._pool.pipeline(transaction=False) as pipe:
+            add(pipe)
+            acks.wait_in(pipe)
             replies = await pipe.execute()
-        if acks is not None:
-            try:
-                acks.check(replies[-1], f"job {jobs[0].id}" if len(jobs) == 1 else "the jobs")
-            except ReplicasBehindError:
-                # Not accepted: taken off the queue again, so that they do not run after the
-                # client was told it failed (they may still, if the master dies meanwhile).
-                await self._take_back(by_queue)
-                raise
-            # Only jobs the replicas have wake a worker (one round trip more).
-            async with self._pool.pipeline(transaction=False) as pipe:
-                self._wake_in(pipe, by_queue)
-                await pipe.execute()
+        try:
+            acks.check(replies[-1], f"job {jobs[0].id}" if len(jobs) == 1 else "the jobs")
+        except ReplicasBehindError:
+            # Not accepted: taken off the queue again, so that they do not run after the
+            # client was told it failed (they may still, if the master dies meanwhile).
+            await self._take_back(by_queue)
+            raise
+        # Only jobs the replicas have wake a worker (one round trip more).
+        async with self._pool.pipeline(transaction=False) as pipe:
+            self._wake_in(pipe, by_queue)
+            await pipe.execute()
+
+    def _wake_all_in(self, pipe: Pipeline, submissions: list[dict[str, dict[str, int]]]) -> None:
+        """One wake-up per queue for every submission of a group."""
+        by_queue: dict[str, dict[str, int]] = {}
+        for submission in submissions:
+            for queue, entries in submission.items():
+                by_queue.setdefault(queue, {}).update(entries)
+        self._wake_in(pipe, by_queue)
 
     def _wake_in(self, pipe: Pipeline, by_queue: dict[str, dict[str, int]]) -> None:
         for queue, entries in by_queue.items():

@@ -106,9 +106,6 @@ class RedisRecordStore(RecordStore):
     ) -> None:
         # The writes a client or the queue relies on: a job accepted, a job's outcome.
         acks = self._replica_acks if record.status in KEPT_THROUGH_FAILOVER else None
-        if not announce and acks is None and not replace_only:
-            await super()._store(record, text, ttl, announce=False)
-            return
         key = self._cache.build_key(job_record_key(record.id), namespace=self._cache.namespace)
         # XX: only over a record that exists. The announcement goes out either way (a deleted
         # job has no watchers left, and no process follows it any more).
