@@ -45,6 +45,13 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
 - `<ns>:worker:<worker id>`, string: one worker's status as JSON; lives 3 heartbeats (6 s).
 - `<ns>:recent-jobs`, sorted set: the last 100 submitted job ids, scored by submission time;
   no TTL, trimmed as it is written.
+- `<ns>:{history}:<minute>`, hash: the dashboard's history of one minute (minutes since the
+  epoch): per 10-s interval of it (`<slot>`, 0 to 5), jobs finished and failed by queue and job
+  type (`<slot>:finished:<queue>:<type>`, `<slot>:failed:<queue>:<type>`), jobs waiting by
+  queue (`<slot>:waiting:<queue>`) and which worker sampled them (`<slot>:sampled-by`)
+  (shared/history/redis.py); lives 62 minutes after its last write, so at most 63 exist. The
+  `{history}` hash tag puts them in one slot of a Redis Cluster: reading the hour is one
+  pipeline to one node.
 - `<ns>:schedule:<name>:<due ms>`, string: the id of the worker that claimed this due time
   of a scheduled job type (shared/schedules/redis.py), so that it runs once; lives 120 s
   (CLAIM_TTL).
@@ -153,6 +160,11 @@ class Keys:
     @property
     def recent_jobs(self) -> str:
         return f"{self.namespace}:recent-jobs"
+
+    def history_minute(self, minute: int) -> str:
+        """The history of one minute (since the epoch); all of them share the `{history}` hash
+        tag, being read together."""
+        return f"{self.namespace}:{{history}}:{minute}"
 
     def in_flight(self, owner: str) -> str:
         return f"{self.namespace}:in-flight:{owner}"

@@ -82,3 +82,24 @@ def waiting_jobs(queue: str, depth: QueueDepth, workers: list[WorkerStatus]) -> 
 def serving(queue: str, workers: list[WorkerStatus]) -> int:
     """How many of the workers serve the queue."""
     return sum(queue in worker.queues for worker in workers)
+
+
+def busy_elsewhere(queue: str, waiting: int, workers: list[WorkerStatus]) -> bool:
+    """Whether the queue's jobs wait because every slot of the workers that serve it is taken,
+    some by jobs of other queues: a worker serving several queues shares its slots among them,
+    so such a queue looks stuck (waiting, none running) while its workers are alive."""
+    serving_workers = [worker for worker in workers if queue in worker.queues]
+    return (
+        waiting > 0
+        and bool(serving_workers)
+        and all(len(worker.running) >= worker.concurrency for worker in serving_workers)
+        and any(job.queue != queue for worker in serving_workers for job in worker.running)
+    )
+
+
+async def waiting_by_queue(overview: Overview, queues: Sequence[str]) -> dict[str, int]:
+    """The jobs due and not started on each queue now (the workers first: a queue on Redis
+    holds its running jobs too)."""
+    workers = await overview.workers()
+    depths = await overview.queue_depths(queues, running_job_ids(workers))
+    return {queue: waiting_jobs(queue, depth, workers) for queue, depth in depths.items()}
