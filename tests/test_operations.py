@@ -149,7 +149,12 @@ async def test_dashboard_state_shows_the_embedded_worker_and_recent_jobs_newest_
     assert response.status_code == 200
     state = response.json()
     assert state["backend"] == "local"
-    assert state["queue"] == {"waiting": 0, "running": 0, "deferred": 0}
+    assert state["queue"] == {
+        "waiting": 0,
+        "running": 0,
+        "deferred": 0,
+        "oldest_waiting_seconds": None,
+    }
     [worker] = state["workers"]
     assert worker["id"].startswith("embedded-")
     assert (worker["succeeded"], worker["failed"]) == (1, 1)

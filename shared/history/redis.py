@@ -87,7 +87,7 @@ class RedisHistory:
         found: dict[int, IntervalFigures] = {}
         for minute, fields in zip(minutes, hashes, strict=True):
             for raw_field, raw_value in fields.items():
-                slot, kind, rest = raw_field.decode().split(":", 2)
+                slot, kind, rest = [*raw_field.decode().split(":", 2), ""][:3]
                 interval = minute * INTERVALS_PER_MINUTE + int(slot)
                 if not since <= interval <= until or kind == "sampled-by":
                     continue
