@@ -22,6 +22,7 @@ from shared.overview.redis import RedisOverview
 from shared.records import JobRecord, JobStatus, utcnow
 from tests.deployments import QUEUE_DB, REDIS_HOST, REDIS_PORT, delete_namespace
 from tests.round_trips import round_trips
+from worker.monitoring import Heartbeat
 
 
 @pytest.fixture
@@ -193,3 +194,30 @@ async def test_counts_that_cannot_be_written_go_with_the_next_flush(
     assert await HistoryRecorder(history, tally, "worker", waiting).flush(2.0)
     [interval] = await history.read(interval_of(time.time()) - 1, interval_of(time.time()))
     assert interval.counts == {Figure("default", "echo"): 1}
+
+
+async def test_a_stopping_worker_adds_the_jobs_that_ended_since_its_last_beat(
+    namespace: str, queue_redis: redis.asyncio.Redis
+) -> None:
+    keys = Keys(namespace)
+    history = RedisHistory(queue_redis, keys)
+    overview = RedisOverview(queue_redis, keys)
+    activity = WorkerActivity()
+
+    async def waiting() -> dict[str, int]:
+        return await waiting_by_queue(overview, ["default"])
+
+    heartbeat = Heartbeat(
+        overview, activity, HistoryRecorder(history, activity.tally, activity.worker_id, waiting)
+    )
+    try:
+        await heartbeat.start()
+        for _ in range(5):
+            ended(activity, "echo", "default", JobStatus.SUCCEEDED)
+        await heartbeat.close()
+        now = interval_of(time.time())
+        figures = await history.read(now - 2, now)
+        assert sum(interval.counts.get(Figure("default", "echo"), 0) for interval in figures) == 5
+        assert await overview.workers() == []
+    finally:
+        delete_namespace(namespace)

@@ -68,8 +68,8 @@ class Heartbeat:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._recorder is not None:
-            # The jobs that ended since the last beat.
-            await self._recorder.flush(withdraw_timeout)
+            # The jobs that ended since the last beat; the next interval's sample is another's.
+            await self._recorder.flush(withdraw_timeout, sample=False)
         with contextlib.suppress(BackendUnavailableError, TimeoutError):
             async with asyncio.timeout(withdraw_timeout):
                 await self._overview.withdraw(self._activity.worker_id)

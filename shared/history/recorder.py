@@ -24,10 +24,10 @@ class HistoryRecorder:
         self._tried_interval: int | None = None
         self._failing = False
 
-    async def flush(self, within: float) -> bool:
-        """Add what was counted since the last flush, and sample the waiting jobs if this
-        interval has no sample yet; whether it all reached the store within `within` seconds.
-        What could not be added goes with the next flush."""
+    async def flush(self, within: float, *, sample: bool = True) -> bool:
+        """Add what was counted since the last flush, and (with `sample`) sample the waiting
+        jobs if this interval has no sample yet; whether it all reached the store within
+        `within` seconds. What could not be added goes with the next flush."""
         counts = self._tally.take()
         try:
             async with asyncio.timeout(within):
@@ -35,7 +35,7 @@ class HistoryRecorder:
                     await self._history.add(counts)
                     counts = {}
                 interval = current_interval()
-                if interval != self._tried_interval:
+                if sample and interval != self._tried_interval:
                     await self._history.sample_waiting(interval, self._sampler, self._waiting)
                     self._tried_interval = interval
         except (BackendUnavailableError, TimeoutError) as error:
