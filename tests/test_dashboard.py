@@ -252,7 +252,7 @@ def test_the_dashboard_draws_the_backends_hour_from_its_first_paint_health_and_e
         assert not set(listed) & set(theirs)
 
         # The one slot is busy with a default job: the cpu queue's job waits, and says why.
-        deployment.submit(alice, "sleep", {"seconds": 5})
+        deployment.submit(alice, "sleep", {"seconds": 8})
         page.wait_for_selector('#queues tr[data-queue="default"] td:nth-child(4):text-is("1")')
         primes = deployment.submit(alice, "primes", {"limit": 100})
         cpu_row = '#queues tr[data-queue="cpu"][data-busy-elsewhere="true"]'
