@@ -1,9 +1,9 @@
-"""The operator's view of the whole system: queue depth, live workers and recent jobs.
+"""The operator's view of the whole system: queue depth and live workers.
 
 The api reads it for the dashboard and its metrics; workers announce themselves in it. Memory
 (shared/overview/memory.py) and Redis (shared/overview/redis.py) are its two backends; neither
-ever lists keys: workers and recent jobs are kept in small bounded sets written as things
-happen.
+ever lists keys: workers are kept in a small bounded set written as they beat. (The dashboard's
+recent jobs are each caller's own job list, shared/listing/.)
 """
 
 from collections.abc import Collection, Sequence
@@ -11,10 +11,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.activity import WorkerStatus
-from shared.records.model import JobRecord
-
-RECENT_JOBS = 100
-"""How many of the last submitted jobs are remembered for the dashboard."""
 
 HEARTBEAT_SECONDS = 2.0
 """How often a worker announces itself."""
@@ -43,14 +39,6 @@ class Overview(Protocol):
 
     async def workers(self) -> list[WorkerStatus]:
         """The workers whose heartbeat is fresh, oldest first."""
-        ...
-
-    async def recent_job_ids(self, limit: int) -> list[str]:
-        """The ids of the last submitted jobs, newest first."""
-        ...
-
-    async def note_submitted(self, record: JobRecord) -> None:
-        """Remember a job that was just submitted, dropping the oldest beyond RECENT_JOBS."""
         ...
 
     async def announce(self, status: WorkerStatus) -> None:
