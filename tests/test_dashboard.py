@@ -177,10 +177,8 @@ def test_the_dashboard_draws_the_backends_hour_from_its_first_paint_health_and_e
     page, problems = browser_page
     with (
         dashboard_stack(deployment, mode) as url,
-        httpx.Client(
-            base_url=url, timeout=10, headers={"Authorization": f"Bearer {ALICE}"}
-        ) as alice,
-        httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {BOB}"}) as bob,
+        httpx.Client(base_url=url, timeout=10, headers=bearer(ALICE)) as alice,
+        httpx.Client(base_url=url, timeout=10, headers=bearer(BOB)) as bob,
     ):
         own = [deployment.submit(alice, "echo", {"message": f"mine {n}"}) for n in range(3)]
         own.append(deployment.submit(alice, "fail", {"message": "the disk is on fire"}))
