@@ -47,7 +47,7 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
   epoch): per 10-s interval of it (`<slot>`, 0 to 5), jobs finished and failed by queue and job
   type (`<slot>:finished:<queue>:<type>`, `<slot>:failed:<queue>:<type>`), jobs waiting by
   queue (`<slot>:waiting:<queue>`) and which worker sampled them (`<slot>:sampled-by`)
-  (shared/history/redis.py); lives 62 minutes after its last write, so at most 63 exist. The
+  (shared/history/redis.py); lives 62 minutes after its last write, so about 63 exist. The
   `{history}` hash tag puts them in one slot of a Redis Cluster: reading the hour is one
   pipeline to one node.
 - `<ns>:schedule:<name>:<due ms>`, string: the id of the worker that claimed this due time
