@@ -11,6 +11,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -74,25 +75,22 @@ class WorkerActivity:
         self.tally = Tally()
         """The jobs ended since the last heartbeat, which adds them to the history."""
         self._started_at = utcnow()
-        self._running: dict[str, RunningJob] = {}
+        self._running: dict[str, tuple[str, int, datetime, str]] = {}
+        """Each running job's name, attempt, start and queue; a RunningJob only in `status`,
+        every heartbeat, not for every job."""
         self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled"), 0)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def started(self, record: JobRecord, queue: str = DEFAULT_QUEUE) -> None:
         """An attempt began: `record` is running, with its started_at set; it came from
         `queue`."""
         started_at = record.started_at or utcnow()
-        self._running[record.id] = RunningJob(
-            id=record.id,
-            name=record.name,
-            attempt=record.attempts,
-            started_at=started_at,
-            queue=queue,
-        )
+        self._running[record.id] = (record.name, record.attempts, started_at, queue)
         self.metrics.worker.jobs_running.set(len(self._running))
-        self.metrics.worker.jobs_started.labels(record.name).inc()
+        self._child(self.metrics.worker.jobs_started, record.name).inc()
         if record.attempts == 1:
             wait = (started_at - record.created_at).total_seconds()
-            self.metrics.worker.queue_wait.labels(record.name).observe(max(0.0, wait))
+            self._child(self.metrics.worker.queue_wait, record.name).observe(max(0.0, wait))
 
     def redelivered(self, record: JobRecord) -> None:
         """The attempt about to start runs the job again after its previous delivery ended
@@ -102,7 +100,7 @@ class WorkerActivity:
     def retried(self, record: JobRecord) -> None:
         """The attempt failed and the job will be retried."""
         self._ended(record, "retried")
-        self.metrics.worker.jobs_retried.labels(record.name).inc()
+        self._child(self.metrics.worker.jobs_retried, record.name).inc()
 
     def finished(self, record: JobRecord) -> None:
         """The job ended: `record` has its final status and finished_at."""
@@ -110,7 +108,7 @@ class WorkerActivity:
         if outcome not in self._counts:
             return
         running = self._running.get(record.id)
-        queue = running.queue if running is not None else DEFAULT_QUEUE
+        queue = running[3] if running is not None else DEFAULT_QUEUE
         self.tally.count(queue, record.name, failed=outcome == "failed")
         self._ended(record, outcome)
         counter = {
@@ -119,7 +117,7 @@ class WorkerActivity:
             "cancelled": self.metrics.jobs_cancelled,
         }.get(outcome)
         if counter is not None:
-            counter.labels(record.name).inc()
+            self._child(counter, record.name).inc()
 
     def ended(self, job_id: str) -> None:
         """The attempt is over whatever happened (even an error the runner let through)."""
@@ -135,7 +133,12 @@ class WorkerActivity:
             seen_at=utcnow(),
             concurrency=self.concurrency,
             queues=self.queues,
-            running=sorted(self._running.values(), key=lambda job: job.started_at),
+            running=[
+                RunningJob(id=job_id, name=name, attempt=attempt, started_at=at, queue=queue)
+                for job_id, (name, attempt, at, queue) in sorted(
+                    self._running.items(), key=lambda item: item[1][2]
+                )
+            ],
             metrics_address=self.metrics_address,
             **self._counts,
         )
@@ -145,7 +148,16 @@ class WorkerActivity:
         running = self._running.get(record.id)
         if running is not None:
             ended_at = record.finished_at or utcnow()
-            duration = (ended_at - running.started_at).total_seconds()
-            histogram = self.metrics.worker.job_duration.labels(record.name, outcome)
+            duration = (ended_at - running[2]).total_seconds()
+            histogram = self._child(self.metrics.worker.job_duration, record.name, outcome)
             histogram.observe(max(0.0, duration))
         self.ended(record.id)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The metric's child of these labels, looked up once (prometheus_client's `labels`
+        takes a lock and checks the labels on every call)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

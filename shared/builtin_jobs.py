@@ -1,5 +1,5 @@
 """jobcache's built-in job types, declared and implemented here: the default of JOBCACHE_JOBS,
-and the example of a job module (README: "Adding a job type")."""
+and the example of a job module (docs/job-types.md)."""
 
 import asyncio
 import re

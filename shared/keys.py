@@ -29,11 +29,15 @@ On the cache's Redis (REDIS_CACHE_DB, or the server that CACHE_REDIS_* names):
 
 On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
 - `<ns>:queue:<queue>`, sorted set: one queue of arq's (`default`, or a job type's own
-  `@job(queue=...)`), job ids scored by when they are due (ms); no TTL.
+  `@job(queue=...)`), job ids scored by when they are due (ms), a running job by the end of
+  its worker's lease (worker/claims.py), so that it is due again if its worker dies; no TTL.
 - `arq:job:<id>`, string: arq's envelope of a queued job, JSON (shared/queue/redis.py);
   expires a day after it was queued if no worker ran it.
 - `arq:in-progress:<id>`, string: the id of the worker running the job; lives WORKER_LEASE,
   renewed while the job runs.
+- `jobcache:claim-receipt:<worker id>`, string: the token and the jobs of the worker's last
+  claim, as JSON, so that a claim whose reply was lost and is sent again answers the same;
+  lives WORKER_LEASE.
 - `arq:retry:<id>`, string: arq's count of the job's deliveries; arq's TTL (a day).
 - `<ns>:queue:<queue>:health-check`, string: arq's worker health line (of a worker's first
   queue); lives an hour.
@@ -76,7 +80,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from arq.constants import health_check_key_suffix, in_progress_key_prefix, job_key_prefix
+from arq.constants import (
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
 
 JOB_ID = r"[A-Za-z0-9_-]{22}"
 """What a job id is: 22 URL-safe characters (a job type's name never has 22: shared/jobs.py)."""
@@ -111,6 +120,16 @@ def arq_job_key(job_id: str) -> str:
 
 def in_progress_key(job_id: str) -> str:
     return in_progress_key_prefix + job_id
+
+
+def retry_key(job_id: str) -> str:
+    return retry_key_prefix + job_id
+
+
+def claim_receipt_key(worker_id: str) -> str:
+    """What a worker's last claim took (worker/claims.py), so that the same claim sent again
+    answers the same; worker ids are unique across deployments."""
+    return f"jobcache:claim-receipt:{worker_id}"
 
 
 def digest(text: str) -> str:

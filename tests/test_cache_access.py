@@ -127,7 +127,7 @@ async def test_an_admin_key_is_an_api_key_with_jobs_of_its_own(mode: str, namesp
         assert [job["id"] for job in listed.json()["jobs"]] == [job_id]
 
 
-# The README's user-scoped endpoint ("Caching an endpoint"), authenticated by jobcache's keys.
+# docs/caching.md's user-scoped endpoint, authenticated by jobcache's keys.
 
 
 class User(BaseModel):

@@ -1,7 +1,8 @@
-"""How a worker claims queued jobs (worker/arq_internals.py), on a real Redis: one script per read
-of the queue, with the checks arq makes per job."""
+"""How a worker claims queued jobs (worker/claims.py), on a real Redis: one script per turn reads
+the due jobs and claims them, with the checks arq makes per job."""
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +15,11 @@ from arq.utils import timestamp_ms
 from arq.worker import func
 
 from shared.catalog import DEFAULT_QUEUE
-from shared.keys import Keys, new_job_id
+from shared.keys import Keys, arq_job_key, new_job_id
 from tests.conftest import ended_in, eventually
 from tests.deployments import ARQ_KEY_PREFIXES, REDIS_HOST, REDIS_PORT
-from worker.arq_internals import ClaimingWorker, JobClaims, QueueWaitingRedis
+from worker.arq_internals import ClaimingWorker, QueueWaitingRedis
+from worker.claims import JobClaims
 
 LEASE_SECONDS = 5.0
 
@@ -40,64 +42,82 @@ async def enqueue(client: redis.asyncio.Redis, queue: str, *, due_in_ms: int = 0
     return job_id
 
 
-class QueueClaims:
-    """One worker's claims on one queue."""
-
-    def __init__(self, client: redis.asyncio.Redis, queue: str, holder: str) -> None:
-        self._claims = JobClaims(client, holder, LEASE_SECONDS)
-        self._queue = queue
-
-    async def claim(self, job_ids: list[str], free: int) -> list[tuple[str, int]]:
-        claimed = await self._claims.claim([(job_id, self._queue) for job_id in job_ids], free)
-        assert {queue for _, _, queue in claimed} <= {self._queue}
-        return [(job_id, score) for job_id, score, _ in claimed]
-
-
-def claims_of(client: redis.asyncio.Redis, queue: str, holder: str) -> QueueClaims:
-    return QueueClaims(client, queue, holder)
+def claims_of(client: redis.asyncio.Redis, holder: str) -> JobClaims:
+    return JobClaims(client, holder, LEASE_SECONDS)
 
 
 async def test_a_worker_claims_as_many_jobs_as_it_has_free_slots_in_queue_order(
     client: redis.asyncio.Redis, queue: str
 ) -> None:
-    jobs = [await enqueue(client, queue) for _ in range(3)]
-    first = claims_of(client, queue, "worker-a")
-    second = claims_of(client, queue, "worker-b")
+    queued = [await enqueue(client, queue) for _ in range(3)]
+    due = {job_id: await client.zscore(queue, job_id) for job_id in queued}
+    jobs = sorted(queued, key=lambda job_id: (due[job_id], job_id))  # the queue's order
 
-    claimed_first = await first.claim(jobs, free=2)
-    claimed_second = await second.claim(jobs, free=5)
+    first = await claims_of(client, "worker-a").claim([queue], free=2)
+    second = await claims_of(client, "worker-b").claim([queue], free=5)
 
-    assert [job_id for job_id, _ in claimed_first] == jobs[:2]
-    assert [job_id for job_id, _ in claimed_second] == jobs[2:]
+    assert [claimed.job_id for claimed in first.jobs] == jobs[:2]
+    assert first.left == 1, "one due job was left for want of a slot"
+    assert [claimed.job_id for claimed in second.jobs] == jobs[2:]
+    assert (second.left, second.held) == (0, 0), "the running jobs are not read again"
     holders = [await client.get(in_progress_key_prefix + job_id) for job_id in jobs]
     assert holders == [b"worker-a", b"worker-a", b"worker-b"]
-    scores = {job_id: await client.zscore(queue, job_id) for job_id in jobs}
-    assert all(score == scores[job_id] for job_id, score in claimed_first + claimed_second)
-    await client.delete(queue, *(in_progress_key_prefix + job_id for job_id in jobs))
+    for claimed in first.jobs + second.jobs:
+        assert (claimed.queue, claimed.score, claimed.job_try) == (queue, due[claimed.job_id], 1)
+    await client.delete(queue, *(prefix + job_id for job_id in jobs for prefix in ARQ_KEY_PREFIXES))
 
 
 async def test_a_held_job_is_held_for_the_lease_and_no_other_worker_takes_it(
     client: redis.asyncio.Redis, queue: str
 ) -> None:
     job_id = await enqueue(client, queue)
-    assert await claims_of(client, queue, "worker-a").claim([job_id], free=1) != []
+    assert len((await claims_of(client, "worker-a").claim([queue], free=1)).jobs) == 1
 
-    assert await claims_of(client, queue, "worker-b").claim([job_id], free=1) == []
+    assert (await claims_of(client, "worker-b").claim([queue], free=1)).jobs == []
     lease_left = await client.pttl(in_progress_key_prefix + job_id)
     assert 0 < lease_left <= LEASE_SECONDS * 1000
-    await client.delete(queue, in_progress_key_prefix + job_id)
+    score = await client.zscore(queue, job_id)
+    assert score is not None
+    assert timestamp_ms() < score <= timestamp_ms() + LEASE_SECONDS * 1000, "due at the lease's end"
+    await client.delete(queue, *(prefix + job_id for prefix in ARQ_KEY_PREFIXES))
 
 
-async def test_a_claim_repeated_by_the_same_worker_takes_the_job_again(
+async def test_a_job_whose_worker_died_is_claimed_again_once_its_lease_ran_out(
     client: redis.asyncio.Redis, queue: str
 ) -> None:
-    """As when the reply to a claim was lost and the connection's retry sent it again."""
     job_id = await enqueue(client, queue)
-    claims = claims_of(client, queue, "worker-a")
-    first = await claims.claim([job_id], free=1)
+    dying = JobClaims(client, "worker-a", lease_seconds=0.3)
+    assert [claimed.job_id for claimed in (await dying.claim([queue], free=1)).jobs] == [job_id]
+    other = claims_of(client, "worker-b")
+    assert (await other.claim([queue], free=1)).jobs == []
 
-    assert await claims.claim([job_id], free=1) == first
-    await client.delete(queue, in_progress_key_prefix + job_id)
+    async def taken() -> Any:
+        return (await other.claim([queue], free=1)).jobs
+
+    [claimed] = await eventually(taken, within=5.0)
+    assert (claimed.job_id, claimed.job_try) == (job_id, 2), "its second delivery"
+    assert await client.get(in_progress_key_prefix + job_id) == b"worker-b"
+    await client.delete(queue, *(prefix + job_id for prefix in ARQ_KEY_PREFIXES))
+
+
+async def test_a_claim_sent_again_answers_what_it_took(
+    client: redis.asyncio.Redis, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when the reply to a claim was lost and the connection's retry sent it again: the
+    jobs the first one took are not due any more, and must not be left held by nobody."""
+    jobs = [await enqueue(client, queue) for _ in range(2)]
+    await client.set(arq_job_key(jobs[0]), b"envelope")
+    monkeypatch.setattr(secrets, "token_hex", lambda size: "the-same-claim")
+    claims = claims_of(client, "worker-a")
+    first = await claims.claim([queue], free=2)
+
+    assert (await claims.claim([queue], free=2)).jobs == first.jobs
+    envelopes = {claimed.job_id: claimed.envelope for claimed in first.jobs}
+    assert envelopes == {jobs[0]: b"envelope", jobs[1]: None}, "None: the job is gone"
+    assert [claimed.job_try for claimed in first.jobs] == [1, 1], "delivered once"
+    monkeypatch.undo()
+    assert (await claims.claim([queue], free=2)).jobs == [], "a new claim takes nothing"
+    await client.delete(queue, *(prefix + job_id for job_id in jobs for prefix in ARQ_KEY_PREFIXES))
 
 
 async def test_jobs_not_yet_due_or_no_longer_queued_are_not_claimed(
@@ -107,9 +127,33 @@ async def test_jobs_not_yet_due_or_no_longer_queued_are_not_claimed(
     finished = await enqueue(client, queue)
     await client.zrem(queue, finished)
 
-    assert await claims_of(client, queue, "worker-a").claim([deferred, finished], free=2) == []
+    claim = await claims_of(client, "worker-a").claim([queue], free=2)
+    assert (claim.jobs, claim.found) == ([], [0])
     assert await client.exists(*(in_progress_key_prefix + job for job in (deferred, finished))) == 0
     await client.delete(queue)
+
+
+async def test_one_claim_takes_one_job_of_each_queue_in_turn(
+    client: redis.asyncio.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    busy, quiet = keys.queue("busy"), keys.queue("quiet")
+    # Due a millisecond apart, in the order queued (past, so due now).
+    busy_jobs = [await enqueue(client, busy, due_in_ms=number - 10) for number in range(5)]
+    quiet_job = await enqueue(client, quiet, due_in_ms=-10)
+
+    claim = await claims_of(client, "worker-a").claim([busy, quiet], free=3)
+
+    assert [(claimed.job_id, claimed.queue) for claimed in claim.jobs] == [
+        (busy_jobs[0], busy),
+        (quiet_job, quiet),
+        (busy_jobs[1], busy),
+    ]
+    assert (claim.found, claim.left) == ([4, 1], 2), "each queue read up to a job past the slots"
+    job_ids = [*busy_jobs, quiet_job]
+    await client.delete(
+        busy, quiet, *(prefix + job_id for job_id in job_ids for prefix in ARQ_KEY_PREFIXES)
+    )
 
 
 # arq's Worker.close() closes its pool with redis-py's deprecated close().
@@ -158,37 +202,6 @@ async def test_a_job_deferred_by_a_retry_runs_again_once_due(queue: str) -> None
 
 
 @pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
-async def test_a_job_named_twice_in_one_read_starts_once(queue: str) -> None:
-    """A read and a wake-up (or one wake-up heard twice, as while subscriptions move to a new
-    master) can name a job twice; the claim takes a job its own worker holds again, so the
-    worker must still start it once."""
-    runs: list[str] = []
-
-    async def note(ctx: dict[str, Any], message: str) -> None:
-        runs.append(message)
-        await asyncio.sleep(0.05)
-
-    pool = QueueWaitingRedis(
-        queues=[queue], fallback_poll=0.1, host=REDIS_HOST, port=REDIS_PORT,
-        default_queue_name=queue,
-    )  # fmt: skip
-    worker = ClaimingWorker(
-        worker_id="worker-a", lease_seconds=LEASE_SECONDS, functions=[func(note, name="note")],
-        redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0,
-        handle_signals=False,
-    )  # fmt: skip
-    job = await pool.enqueue_job("note", "once", _queue_name=queue)
-    assert job is not None
-    try:
-        await worker.start_jobs([job.job_id.encode(), job.job_id.encode()])
-        await asyncio.gather(*worker.tasks.values())
-        assert runs == ["once"]
-        assert await pool.zscore(queue, job.job_id) is None
-    finally:
-        await worker.close()
-
-
-@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 async def test_jobs_left_for_want_of_a_slot_are_read_again_without_a_wake_up(
     client: redis.asyncio.Redis, queue: str, namespace: str
 ) -> None:
@@ -196,10 +209,11 @@ async def test_jobs_left_for_want_of_a_slot_are_read_again_without_a_wake_up(
     them on within moments once a slot frees, even if its read finds the queue as the last one
     did (a job's slot frees a moment after its end took it off the queue), instead of waiting
     out WORKER_FALLBACK_POLL for a wake-up that is not coming."""
-    release = asyncio.Event()
+    permits = asyncio.Semaphore(0)
+    """Each release lets one job end."""
 
     async def hold(ctx: dict[str, Any], message: str) -> None:
-        await release.wait()
+        await permits.acquire()
 
     pool = QueueWaitingRedis(
         queues=[queue], fallback_poll=30, host=REDIS_HOST, port=REDIS_PORT,
@@ -211,23 +225,31 @@ async def test_jobs_left_for_want_of_a_slot_are_read_again_without_a_wake_up(
         redis_pool=pool, queue_name=queue, poll_delay=0.001, keep_result=0, max_jobs=1,
         handle_signals=False,
     )  # fmt: skip
+    # Queued without a wake-up, as the worker would miss one while busy.
     jobs = [await pool.enqueue_job("hold", str(number), _queue_name=queue) for number in range(3)]
-
-    async def read() -> list[bytes]:
-        found: list[bytes] = await pool.zrangebyscore(
-            queue, min=float("-inf"), max=timestamp_ms(), start=0, num=500
-        )
-        return found
-
+    running = asyncio.create_task(worker.async_run())
     try:
-        first = await read()
-        assert len(first) == 3
-        await worker.start_jobs(first)
+
+        async def started(count: int) -> bool:
+            return worker.jobs_complete + worker.job_counter >= count
+
+        await eventually(lambda: started(1), within=5.0)
         assert worker.job_counter == 1, "one slot: two due jobs are left"
-        assert await asyncio.wait_for(read(), 5) == first
+        for count in (2, 3):
+            permits.release()
+            # Well within the 30 s fallback poll: the slot's end has the worker claim again.
+            await eventually(lambda count=count: started(count), within=5.0)  # type: ignore[misc]
+        permits.release()
+
+        async def drained() -> bool:
+            return int(await pool.zcard(queue)) == 0
+
+        await eventually(drained, within=5.0)
     finally:
-        release.set()
-        await asyncio.gather(*worker.tasks.values())
+        for _ in jobs:
+            permits.release()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
         await pool.stop_listening()
         await worker.close()
         job_keys = [prefix + job.job_id for job in jobs if job for prefix in ARQ_KEY_PREFIXES]

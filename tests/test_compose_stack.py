@@ -2,7 +2,7 @@
 default stack (health, a job, three workers, a restart, `down`), in one test: a stack takes
 seconds to start. tests/compose_stack.py runs the stacks; tests/compose/images.sh builds the
 images. (The Sentinel profile's test, a killed master and a recreated Sentinel, is not in the
-suite yet: one failover in three stalled for 120 s under podman's DNS, see the README.)"""
+suite yet: one failover in three stalled for 120 s under podman's DNS, see docs/operations.md.)"""
 
 import json
 import logging
@@ -159,8 +159,8 @@ def test_the_default_stack_runs_jobs_scales_keeps_its_queue_across_a_restart_and
         # The stack stops within the workers' grace (running jobs finish or go back to the
         # queue). The workers first, as Docker Compose orders it by itself: podman-compose's
         # `down` stops every container at once, and a worker would then be stopping while
-        # Redis goes away (README: What happens when things fail). Its `down` knows only the
-        # file's scale, so the two added by --scale are "orphans" to it.
+        # Redis goes away (docs/operations.md: What happens when things fail). Its `down` knows
+        # only the file's scale, so the two added by --scale are "orphans" to it.
         worker_containers = [*stack.containers("worker"), *stack.containers("worker-cpu")]
         seconds = timed(lambda: podman("stop", "--time", str(STOP_GRACE), *worker_containers))
         assert seconds < STOP_GRACE, f"the workers took {seconds:.1f}s to stop"

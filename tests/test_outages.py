@@ -23,7 +23,7 @@ from shared.queue import QueuedJob
 from shared.records import JobRecord, JobStatus, RecordStore
 from tests.conftest import eventually, settings_for_test
 from tests.processes import redis_server
-from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
+from worker.arq_internals import ClaimingWorker, QueueWaitingRedis
 from worker.main import arq_function
 from worker.runner import JobRunner
 
@@ -101,7 +101,7 @@ async def run_one_job(
             worker_id="worker-a", lease_seconds=5, functions=[arq_function(job_type)],
             redis_pool=pool, queue_name=pool.default_queue_name, poll_delay=0.001,
             keep_result=0, handle_signals=False,
-            ctx={"runner": runner, "leases": Leases(pool, 5)},
+            ctx={"runner": runner},
         )  # fmt: skip
         submitted = JobRecord(id=new_job_id(), name=job_type.name)
         job_id = submitted.id

@@ -467,7 +467,7 @@ async def test_the_sample_endpoint_caches_and_drops_its_computations(
 async def test_the_etag_of_a_miss_revalidates_on_the_next_request(
     backend: str, namespace: str
 ) -> None:
-    """What the README's example does: keep the first answer's ETag and send it back."""
+    """What docs/http-api.md's example does: keep the first answer's ETag and send it back."""
     async with serving(settings_for(backend, namespace), APIRouter()) as served:
         query = {"rounds": 1000, "seed": "revalidated"}
         miss = await served.client.get("/cached", params=query)

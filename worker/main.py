@@ -28,7 +28,7 @@ from shared.queue.redis import job_deserializer, job_serializer
 from shared.records import UNFINISHED_RECORD_TTL
 from shared.settings import Settings, load_settings
 from shared.tracing import WORKER_SERVICE, open_tracing, tracing_config
-from worker.arq_internals import ClaimingWorker, Leases, QueueWaitingRedis
+from worker.arq_internals import ClaimingWorker, QueueWaitingRedis
 from worker.deliveries import CLOSE_GRACE as DELIVERIES_CLOSE_GRACE
 from worker.deliveries import CallbackDeliverer
 from worker.monitoring import WITHDRAW_TIMEOUT, start_monitoring
@@ -57,10 +57,8 @@ def arq_function(job_type: JobType) -> Function:
         or its JSON data from a pool without it (validated here either way)."""
         job = QueuedJob.model_validate(message)
         runner: JobRunner = ctx["runner"]
-        leases: Leases = ctx["leases"]
         try:
-            async with leases.hold(job.id):
-                outcome = await runner.run(job_type, job, attempt=ctx["job_try"])
+            outcome = await runner.run(job_type, job, attempt=ctx["job_try"])
         except Exception:
             # The runner turns whatever the job raises into its record, so what arrives here
             # is a failure to record the outcome. arq would end the job and take it off the
@@ -127,10 +125,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     keys = settings.keys
     await pool.listen_for_wakeups({keys.queue(name): keys.wakeup_channel(name) for name in queues})
     resources.push_async_callback(pool.stop_listening)
-    leases = Leases(pool, settings.worker_lease)
-    leases.start()
-    resources.push_async_callback(leases.close)
-    ctx["leases"] = leases
     # Before the runner and the deliverer, which ask whether spans are exported.
     await resources.enter_async_context(open_tracing(WORKER_SERVICE))
     backend = await resources.enter_async_context(

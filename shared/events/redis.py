@@ -12,7 +12,9 @@ from shared.subscriptions import Subscription
 
 class RedisJobEvents(LocalFanOut):
     """Publishes `<job id> <record JSON>`; only a process that watches that id parses it.
-    `<job id> ` alone says the job was deleted."""
+    `<job id> ` alone says the job was deleted. One message may carry several, a line each
+    (a record's JSON has no raw line break): a worker announces the jobs it ended together
+    in one."""
 
     def __init__(self, client: redis.asyncio.Redis, channel: str) -> None:
         super().__init__()
@@ -34,6 +36,10 @@ class RedisJobEvents(LocalFanOut):
         """Add the announcement to `pipeline`, a pipeline of a client of the same Redis."""
         pipeline.publish(self._channel, self.message(record, text))
 
+    def publish_all_in(self, pipeline: Pipeline, messages: list[str]) -> None:
+        """Add one announcement of every `message` (see `message`) to `pipeline`."""
+        pipeline.publish(self._channel, "\n".join(messages))
+
     @staticmethod
     def message(record: JobRecord, text: str) -> str:
         return f"{record.id} {text}"
@@ -47,6 +53,10 @@ class RedisJobEvents(LocalFanOut):
 
     def _dispatch(self, data: bytes) -> None:
         """A malformed message raises here; the subscription logs it and reads on."""
+        for line in data.split(b"\n"):
+            self._dispatch_one(line)
+
+    def _dispatch_one(self, data: bytes) -> None:
         job_id, _, payload = data.partition(b" ")
         decoded_id = job_id.decode("ascii", "replace")
         if not payload:

@@ -29,24 +29,38 @@ class RedisOverview:
     async def queue_depths(
         self, queues: Sequence[str], running: Collection[str] = ()
     ) -> dict[str, QueueDepth]:
-        # arq scores each queued job with the time (ms) it is due, and keeps it on its queue
-        # until it ends: the oldest due job not running is among the first len(running) + 1.
+        # arq scores each queued job with the time (ms) it is due, and a claimed one with the
+        # end of its worker's lease (worker/claims.py); it stays on its queue until it ends.
+        # The running jobs' scores (those the workers name) say which of the later scores are
+        # running jobs, not deferred ones.
         now = timestamp_ms()
+        running_ids = list(running)
+        reads = 4 if running_ids else 3
         async with self._client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 key = self._keys.queue(queue)
                 pipe.zcount(key, "-inf", now)
                 pipe.zcount(key, f"({now}", "+inf")
-                pipe.zrangebyscore(key, "-inf", now, start=0, num=len(running) + 1, withscores=True)
+                pipe.zrangebyscore(
+                    key, "-inf", now, start=0, num=len(running_ids) + 1, withscores=True
+                )
+                if running_ids:
+                    pipe.zmscore(key, running_ids)
             found = await pipe.execute()
-        return {
-            queue: QueueDepth(
-                due=int(due), deferred=int(deferred), oldest_due_at=oldest(first, running)
+        depths = {}
+        for index, queue in enumerate(queues):
+            due, later, first = found[index * reads : index * reads + 3]
+            leased = 0
+            if running_ids:
+                leased = sum(
+                    score is not None and score > now for score in found[index * reads + 3]
+                )
+            depths[queue] = QueueDepth(
+                due=int(due) + leased,
+                deferred=max(0, int(later) - leased),
+                oldest_due_at=oldest(first, running),
             )
-            for queue, due, deferred, first in zip(
-                queues, found[::3], found[1::3], found[2::3], strict=True
-            )
-        }
+        return depths
 
     @calls_redis("read the live workers")
     async def workers(self) -> list[WorkerStatus]:

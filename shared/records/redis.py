@@ -6,9 +6,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiocache import RedisCache
+from redis.asyncio.client import Pipeline
 
 from shared.connections import calls_redis
 from shared.events.redis import RedisJobEvents
+from shared.grouped_pipeline import GroupedPipeline
 from shared.keys import job_record_key
 from shared.listing.redis import RedisJobListing
 from shared.records.model import UNFINISHED_RECORD_TTL, JobRecord, JobStatus
@@ -52,6 +54,9 @@ class RedisRecordStore(RecordStore):
         super().__init__(cache, default_ttl, events, listing)
         self._replica_acks = replica_acks
         self._wait_for_replicas = wait_for_replicas
+        # Writes made in the same loop turn (a worker ending many jobs at once) share a round
+        # trip, and their announcements one message.
+        self._grouped: GroupedPipeline[str] = GroupedPipeline(cache.client, events.publish_all_in)
 
     async def _store(
         self, record: JobRecord, text: str, ttl: int, *, announce: bool, replace_only: bool = False
@@ -105,9 +110,18 @@ class RedisRecordStore(RecordStore):
             await super()._store(record, text, ttl, announce=False)
             return
         key = self._cache.build_key(job_record_key(record.id), namespace=self._cache.namespace)
+        # XX: only over a record that exists. The announcement goes out either way (a deleted
+        # job has no watchers left, and no process follows it any more).
+        if acks is None:
+
+            def add(pipeline: Pipeline) -> int:
+                pipeline.set(key, text, ex=ttl, xx=replace_only)
+                return 1
+
+            message = self._events.message(record, text) if announce else None
+            await self._grouped.send(add, message)
+            return
         async with self._cache.client.pipeline(transaction=False) as pipeline:
-            # XX: only over a record that exists. The announcement goes out either way (a
-            # deleted job has no watchers left, and no process follows it any more).
             pipeline.set(key, text, ex=ttl, xx=replace_only)
             if announce:
                 self._events.publish_in(pipeline, record, text)
