@@ -134,20 +134,7 @@ def count_redis_errors(app: FastAPI) -> None:
 
 
 async def note_submitted(request: Request, records: Sequence[JobRecord]) -> None:
-    """Count jobs the api just queued and remember them for the dashboard's recent jobs. A
-    failure here is counted and logged, never turned into a failed submission: the jobs are
-    already queued."""
+    """Count jobs the api just queued (jobcache_jobs_submitted)."""
     services: Services = request.app.state.services
     for record in records:
         services.metrics.jobs_submitted.labels(record.name).inc()
-    try:
-        for record in records:
-            await services.backend.overview.note_submitted(record)
-    except BackendUnavailableError as error:
-        services.metrics.redis_errors.labels("recent_jobs").inc()
-        record = records[0]
-        logger.warning(
-            "%d job(s) (%s, first %s) are queued but missing from the recent jobs: %r",
-            len(records), record.name, record.id, error,
-            extra={"job_id": record.id, "job_type": record.name},
-        )  # fmt: skip

@@ -1,8 +1,9 @@
 """What a worker process is doing: the jobs it runs now and what became of the ones it ran.
 
 The runner tells a WorkerActivity when an attempt starts and how it ends; the activity counts it
-in the process's metrics and keeps the worker's status, which the worker publishes in its
-heartbeat (shared/overview/) and the embedded worker of the local mode shows directly.
+in the process's metrics and in its tally for the dashboard's history (shared/history/), and
+keeps the worker's status, which the worker publishes in its heartbeat (shared/overview/) and
+the embedded worker of the local mode shows directly.
 """
 
 import os
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.catalog import DEFAULT_QUEUE
+from shared.history.tally import Tally
 from shared.metrics import Metrics
 from shared.records.model import JobRecord, utcnow
 
@@ -70,6 +72,8 @@ class WorkerActivity:
         self.metrics.worker.slots.set(concurrency)
         self.queues = list(queues)
         self.metrics_address: str | None = None
+        self.tally = Tally()
+        """The jobs ended since the last heartbeat, which adds them to the history."""
         self._started_at = utcnow()
         self._running: dict[str, tuple[str, int, datetime, str]] = {}
         """Each running job's name, attempt, start and queue; a RunningJob only in `status`,
@@ -103,6 +107,9 @@ class WorkerActivity:
         outcome = record.status.value
         if outcome not in self._counts:
             return
+        running = self._running.get(record.id)
+        queue = running[3] if running is not None else DEFAULT_QUEUE
+        self.tally.count(queue, record.name, failed=outcome == "failed")
         self._ended(record, outcome)
         counter = {
             "succeeded": self.metrics.worker.jobs_succeeded,

@@ -1,7 +1,7 @@
 """The one way a process opens its backend: `open_backend` builds the object graph of its mode
-(records, job events, queue, quotas, overview, schedules, job lists, Idempotency-Keys, the
-outbox of callbacks, and the shared store of cached responses), on Redis or in memory, and
-closes it in reverse.
+(records, job events, queue, quotas, overview, the dashboard's history, schedules, job lists,
+Idempotency-Keys, the outbox of callbacks, and the shared store of cached responses), on Redis
+or in memory, and closes it in reverse.
 
 This is the only place that chooses between the backends; everything else talks to the ports.
 The api's lifespan and the worker's startup both open it, each in its role: the api fails fast
@@ -28,6 +28,9 @@ from shared.errors import BackendUnavailableError, ConfigurationError
 from shared.events.base import JobEvents
 from shared.events.memory import MemoryJobEvents
 from shared.events.redis import RedisJobEvents
+from shared.history.base import History
+from shared.history.memory import MemoryHistory
+from shared.history.redis import RedisHistory
 from shared.idempotency.base import IdempotencyBook
 from shared.idempotency.memory import MemoryIdempotencyBook
 from shared.idempotency.redis import RedisIdempotencyBook
@@ -72,6 +75,8 @@ class Backend:
     queue: JobQueue
     quotas: QuotaLedger
     overview: Overview
+    history: History
+    """The last hour of job figures per interval (the dashboard's charts); workers add to it."""
     responses: ResponseStore
     """Where the api's response cache keeps responses (api/response_cache opens it)."""
     schedules: ScheduleBook
@@ -151,6 +156,8 @@ async def _open_memory(
     stack.push_async_callback(queue.close)
     overview = MemoryOverview(queue.backlog, queue.oldest_due_at)
     stack.push_async_callback(overview.close)
+    history = MemoryHistory()
+    stack.push_async_callback(history.close)
     schedules = MemoryScheduleBook()
     stack.push_async_callback(schedules.close)
     listing = MemoryJobListing(keep_listed)
@@ -160,6 +167,7 @@ async def _open_memory(
         queue=queue,
         quotas=MemoryQuotaLedger(),
         overview=overview,
+        history=history,
         responses=MemoryResponseStore(),
         schedules=schedules,
         listing=listing,
@@ -221,6 +229,8 @@ async def _open_redis(
     stack.push_async_callback(queue.close)
     overview = RedisOverview(queue_client, keys)
     stack.push_async_callback(overview.close)
+    history = RedisHistory(queue_client, keys)
+    stack.push_async_callback(history.close)
     schedules = RedisScheduleBook(queue_client, keys)
     stack.push_async_callback(schedules.close)
     # On the queue's Redis, which never evicts: a callback must outlive its worker.
@@ -234,6 +244,7 @@ async def _open_redis(
         queue=queue,
         quotas=RedisQuotaLedger(cache_client, keys),
         overview=overview,
+        history=history,
         responses=RedisResponseStore(cache_client, ResponseKeys(keys.namespace).channel),
         schedules=schedules,
         listing=listing,

@@ -47,8 +47,13 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
 - `<ns>:workers`, sorted set: live worker ids, scored by their last heartbeat; no TTL, stale
   members dropped by every heartbeat.
 - `<ns>:worker:<worker id>`, string: one worker's status as JSON; lives 3 heartbeats (6 s).
-- `<ns>:recent-jobs`, sorted set: the last 100 submitted job ids, scored by submission time;
-  no TTL, trimmed as it is written.
+- `<ns>:{history}:<minute>`, hash: the dashboard's history of one minute (minutes since the
+  epoch): per 10-s interval of it (`<slot>`, 0 to 5), jobs finished and failed by queue and job
+  type (`<slot>:finished:<queue>:<type>`, `<slot>:failed:<queue>:<type>`), jobs waiting by
+  queue (`<slot>:waiting:<queue>`) and which worker sampled them (`<slot>:sampled-by`)
+  (shared/history/redis.py); lives 62 minutes after its last write, so about 63 exist. The
+  `{history}` hash tag puts them in one slot of a Redis Cluster: reading the hour is one
+  pipeline to one node.
 - `<ns>:schedule:<name>:<due ms>`, string: the id of the worker that claimed this due time
   of a scheduled job type (shared/schedules/redis.py), so that it runs once; lives 120 s
   (CLAIM_TTL).
@@ -169,9 +174,10 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return f"{self.namespace}:worker:{worker_id}"
 
-    @property
-    def recent_jobs(self) -> str:
-        return f"{self.namespace}:recent-jobs"
+    def history_minute(self, minute: int) -> str:
+        """The history of one minute (since the epoch); all of them share the `{history}` hash
+        tag, being read together."""
+        return f"{self.namespace}:{{history}}:{minute}"
 
     def in_flight(self, owner: str) -> str:
         return f"{self.namespace}:in-flight:{owner}"

@@ -45,7 +45,7 @@ CALLBACK_OUTCOMES = ("delivered", "retried", "failed", "dropped")
 """How a callback attempt can end (jobcache_callback_deliveries_total)."""
 QUOTAS = ("jobs_in_flight", "submissions_per_second")
 """The kinds of quota a key can be over (QUOTA_JOBS_IN_FLIGHT, QUOTA_SUBMISSIONS_PER_SECOND)."""
-API_REDIS_OPERATIONS = ("request", "health", "metrics", "recent_jobs")
+API_REDIS_OPERATIONS = ("request", "health", "metrics")
 WORKER_REDIS_OPERATIONS = ("heartbeat",)
 
 UNMATCHED_ROUTE = "unmatched"

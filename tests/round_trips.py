@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
-import pytest
 from redis.asyncio.connection import AbstractConnection
 
 CONNECTION_UPKEEP = frozenset((b"AUTH", b"CLIENT", b"HELLO", b"PING", b"SELECT"))
@@ -34,10 +33,3 @@ def round_trips() -> Iterator[list[bytes]]:
 
     with mock.patch.object(AbstractConnection, "send_packed_command", counted):
         yield sent
-
-
-def hold_back_recent_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the dashboard's recent jobs from being written while the test runs (they are written
-    as the app shuts down): the api writes them a moment after a submit, in the background,
-    where they would land among the round trips of whatever request is counted then."""
-    monkeypatch.setattr("shared.overview.redis.RECENT_JOBS_DELAY", 3600.0)

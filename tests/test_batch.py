@@ -15,7 +15,7 @@ from shared.records import JobRecord
 from shared.replication import ReplicaAcks, ReplicasBehindError
 from tests.conftest import finished_record, served_for, settings_in
 from tests.deployments import CACHE_DB, QUEUE_DB, redis_client
-from tests.round_trips import hold_back_recent_jobs, round_trips
+from tests.round_trips import round_trips
 
 # aiocache 0.12 closes its Redis client with redis-py's deprecated close(), when the app stops.
 pytestmark = pytest.mark.filterwarnings(
@@ -143,7 +143,6 @@ async def test_a_batch_costs_the_same_round_trips_as_one_job(
 ) -> None:
     """On Redis, with quotas: the quota script, the records' pipeline (with their list
     entries) and the queue's pipeline, whether the batch holds 1 job or 500."""
-    hold_back_recent_jobs(monkeypatch)
     settings = settings_in("redis", namespace, api_keys=KEY, quota_jobs_in_flight=1000)
     async with served_for(settings) as (_, client):
         await client.post("/jobs/echo/batch", json=messages(1), headers=AUTHORIZED)  # warm

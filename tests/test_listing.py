@@ -18,7 +18,7 @@ from shared.records import JobRecord, utcnow
 from shared.submission import submit_job
 from tests.conftest import eventually, finished_record, served_for, settings_in
 from tests.deployments import CACHE_DB, REDIS_HOST, REDIS_PORT, redis_client
-from tests.round_trips import hold_back_recent_jobs, round_trips
+from tests.round_trips import round_trips
 
 # aiocache 0.12 closes its Redis client with redis-py's deprecated close(), when the app stops.
 pytestmark = pytest.mark.filterwarnings(
@@ -260,7 +260,6 @@ async def test_a_page_costs_a_bounded_number_of_round_trips(
 ) -> None:
     """On Redis, whatever the list's length: a chunk is one read of the index and one of the
     records, and a page reads MAX_CHUNKS chunks at most."""
-    hold_back_recent_jobs(monkeypatch)
     async with served_for(settings_in("redis", namespace)) as (_, client):
         await submit_batch(client, 500)
         await submit_batch(client, 500)

@@ -25,7 +25,7 @@ from shared.jobs import JobContext
 from shared.keys import Keys, new_job_id
 from shared.logs import JsonFormatter, job_event, log_config
 from shared.metrics import Metrics
-from shared.overview.base import RECENT_JOBS, WORKER_STALE_SECONDS
+from shared.overview.base import WORKER_STALE_SECONDS
 from shared.overview.redis import RedisOverview
 from shared.queue import QueuedJob
 from shared.records import JobRecord, RecordStore, utcnow
@@ -149,7 +149,12 @@ async def test_dashboard_state_shows_the_embedded_worker_and_recent_jobs_newest_
     assert response.status_code == 200
     state = response.json()
     assert state["backend"] == "local"
-    assert state["queue"] == {"waiting": 0, "running": 0, "deferred": 0}
+    assert state["queue"] == {
+        "waiting": 0,
+        "running": 0,
+        "deferred": 0,
+        "oldest_waiting_seconds": None,
+    }
     [worker] = state["workers"]
     assert worker["id"].startswith("embedded-")
     assert (worker["succeeded"], worker["failed"]) == (1, 1)
@@ -181,7 +186,7 @@ async def overview_client() -> AsyncIterator[tuple[RedisOverview, redis.asyncio.
     client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=QUEUE_DB)
     names = Keys(namespace)
     yield RedisOverview(client, names), client, namespace
-    keys = [names.workers, names.recent_jobs, names.queue("default"), names.queue("cpu")]
+    keys = [names.workers, names.queue("default"), names.queue("cpu")]
     await client.delete(*keys, *[key async for key in client.scan_iter(f"{namespace}:worker:*")])
     await client.aclose()
 
@@ -213,21 +218,6 @@ async def test_a_worker_is_listed_while_its_heartbeat_is_fresh_and_gone_when_wit
     await overview.withdraw(busy.worker_id)
     assert await overview.workers() == []
     assert await client.exists(Keys(namespace).worker(busy.worker_id)) == 0
-
-
-async def test_recent_jobs_keep_only_the_last_hundred_newest_first(
-    overview_client: tuple[RedisOverview, redis.asyncio.Redis, str],
-) -> None:
-    overview, client, namespace = overview_client
-    start = utcnow()
-    ids = [new_job_id() for _ in range(RECENT_JOBS + 5)]
-    for offset, job_id in enumerate(ids):
-        created = start + timedelta(milliseconds=offset)
-        await overview.note_submitted(JobRecord(id=job_id, name="echo", created_at=created))
-    await overview.close()
-    assert await client.zcard(Keys(namespace).recent_jobs) == RECENT_JOBS
-    assert await overview.recent_job_ids(3) == ids[::-1][:3]
-    assert await overview.recent_job_ids(RECENT_JOBS + 50) == ids[::-1][:RECENT_JOBS]
 
 
 async def test_queue_depth_counts_due_jobs_and_deferred_retries_apart(

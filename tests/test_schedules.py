@@ -28,6 +28,7 @@ from shared.schedules import CLAIM_TTL, LATE_LIMIT, MemoryScheduleBook, Schedule
 from shared.schedules.redis import RedisScheduleBook
 from tests.conftest import client_for, eventually, settings_for_test, write_module
 from tests.deployments import (
+    CACHE_DB,
     FINISHED,
     QUEUE_DB,
     REDIS_HOST,
@@ -194,9 +195,12 @@ def due_by(run: dict[str, Any], end: datetime) -> bool:
 
 
 def recent_job_ids(deployment: Deployment) -> list[str]:
-    """Every job the deployment's schedulers submitted (for the clean-up of arq's keys)."""
-    with redis_client(QUEUE_DB) as client:
-        return [str(job_id) for job_id in client.zrange(Keys(deployment.name).recent_jobs, 0, -1)]
+    """Every job the deployment's schedulers submitted (for the clean-up of arq's keys): the
+    open list of jobs, which no key owns."""
+    with redis_client(CACHE_DB) as client:
+        return [
+            str(job_id) for job_id in client.zrange(Keys(deployment.name).job_list(None), 0, -1)
+        ]
 
 
 @asynccontextmanager
@@ -280,7 +284,7 @@ async def memory_backend(namespace: str) -> AsyncIterator[Backend]:
 
 
 async def scheduled_runs(backend: Backend) -> list[datetime]:
-    ids = await backend.overview.recent_job_ids(100)
+    ids = [entry.job_id for entry in await backend.listing.older(None, None, 100)]
     return sorted(
         record.scheduled_for
         for record in await backend.records.get_many(ids)

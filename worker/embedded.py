@@ -11,7 +11,9 @@ from shared.activity import WorkerActivity, new_worker_id
 from shared.backend import Backend, InProcessWorker
 from shared.callbacks import CallbackOutbox
 from shared.catalog import Catalog, JobType
+from shared.history.recorder import HistoryRecorder
 from shared.metrics import Metrics
+from shared.overview.base import HEARTBEAT_SECONDS, waiting_by_queue
 from shared.overview.memory import MemoryOverview
 from shared.queue.memory import MemoryQueue
 from shared.settings import Settings
@@ -77,8 +79,8 @@ class EmbeddedWorker:
 
 
 def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> InProcessWorker:
-    """What the api hosts in the local mode: an embedded worker counted in the api's metrics
-    and shown in its overview."""
+    """What the api hosts in the local mode: an embedded worker counted in the api's metrics,
+    shown in its overview and adding to its history as a worker's heartbeat would."""
 
     @asynccontextmanager
     async def host(
@@ -91,6 +93,14 @@ def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> I
             queues=catalog.queues,
         )
         overview.show_worker(activity.status)
+
+        async def waiting() -> dict[str, int]:
+            return await waiting_by_queue(overview, catalog.queues)
+
+        recorder = HistoryRecorder(backend.history, activity.tally, activity.worker_id, waiting)
+        recording = asyncio.create_task(
+            recorder.keep_flushing(HEARTBEAT_SECONDS), name="embedded-history"
+        )
         async with running_jobs(settings, backend, activity) as runner:
             worker = EmbeddedWorker(
                 queue, runner, settings.worker_concurrency, catalog, backend.callbacks
@@ -106,5 +116,7 @@ def embedded_worker(settings: Settings, catalog: Catalog, metrics: Metrics) -> I
                 await deliverer.close()
                 await scheduler.close()
                 await worker.close()
+                recording.cancel()
+                await asyncio.gather(recording, return_exceptions=True)
 
     return host

@@ -146,7 +146,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     deliverer = CallbackDeliverer(settings, backend, catalog, activity.metrics)
     await deliverer.start()
     resources.push_async_callback(lambda: deliverer.close(stop.cap(DELIVERIES_CLOSE_GRACE)))
-    monitoring = await start_monitoring(settings, backend.overview, activity)
+    monitoring = await start_monitoring(
+        settings, backend.overview, activity, backend.history, catalog.queues
+    )
     resources.push_async_callback(lambda: monitoring.close(stop.cap(WITHDRAW_TIMEOUT)))
     # Every worker runs the scheduler; its claims make each due time run once.
     scheduler = Scheduler(catalog, backend, ctx["worker_id"], activity.metrics)

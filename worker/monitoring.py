@@ -1,7 +1,9 @@
 """How operators see a worker process: its heartbeat in Redis and its own HTTP endpoint.
 
 The heartbeat announces the worker's status in the overview (shared/overview/) every
-HEARTBEAT_SECONDS, for the dashboard and the api's `jobcache_workers_alive`. The endpoint
+HEARTBEAT_SECONDS, for the dashboard and the api's `jobcache_workers_alive`, and adds the jobs
+that ended since the last beat to the dashboard's history (shared/history/), sampling the
+waiting jobs once per interval: the history costs no Redis command per job. The endpoint
 serves the worker's Prometheus metrics (`GET /metrics`) and its health (`GET /health/live`: the
 event loop answers; `GET /health/ready`: its last heartbeat reached Redis). It runs in the
 worker's event loop, not in a thread, so that an answer also proves the loop is not stuck.
@@ -12,11 +14,19 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from shared.activity import WorkerActivity
 from shared.errors import BackendUnavailableError
+from shared.history import History
+from shared.history.recorder import HistoryRecorder
 from shared.metrics import EXPOSITION_CONTENT_TYPE
-from shared.overview.base import HEARTBEAT_SECONDS, WORKER_STALE_SECONDS, Overview
+from shared.overview.base import (
+    HEARTBEAT_SECONDS,
+    WORKER_STALE_SECONDS,
+    Overview,
+    waiting_by_queue,
+)
 from shared.settings import Settings
 from worker.endpoint_address import advertised_address
 
@@ -27,11 +37,18 @@ WITHDRAW_TIMEOUT = 1.0
 
 
 class Heartbeat:
-    """Announces the worker now and every HEARTBEAT_SECONDS; withdraws it when closed."""
+    """Announces the worker now and every HEARTBEAT_SECONDS, adding to the history with each
+    beat; withdraws it when closed."""
 
-    def __init__(self, overview: Overview, activity: WorkerActivity) -> None:
+    def __init__(
+        self,
+        overview: Overview,
+        activity: WorkerActivity,
+        recorder: HistoryRecorder | None = None,
+    ) -> None:
         self._overview = overview
         self._activity = activity
+        self._recorder = recorder
         self._last_beat: float | None = None
         self._failing = False
         self._task: asyncio.Task[None] | None = None
@@ -50,6 +67,9 @@ class Heartbeat:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._recorder is not None:
+            # The jobs that ended since the last beat; the next interval's sample is another's.
+            await self._recorder.flush(withdraw_timeout, sample=False)
         with contextlib.suppress(BackendUnavailableError, TimeoutError):
             async with asyncio.timeout(withdraw_timeout):
                 await self._overview.withdraw(self._activity.worker_id)
@@ -74,6 +94,8 @@ class Heartbeat:
             logger.info("worker heartbeat reaches Redis again")
         self._failing = False
         self._last_beat = time.monotonic()
+        if self._recorder is not None and not await self._recorder.flush(HEARTBEAT_SECONDS):
+            self._activity.metrics.redis_errors.labels("heartbeat").inc()
 
 
 class WorkerEndpoint:
@@ -149,10 +171,23 @@ class Monitoring:
 
 
 async def start_monitoring(
-    settings: Settings, overview: Overview, activity: WorkerActivity
+    settings: Settings,
+    overview: Overview,
+    activity: WorkerActivity,
+    history: History | None = None,
+    queues: Sequence[str] = (),
 ) -> Monitoring:
-    """Open the endpoint, then announce the worker (with the endpoint's address)."""
-    heartbeat = Heartbeat(overview, activity)
+    """Open the endpoint, then announce the worker (with the endpoint's address). With a
+    history, each beat adds to it and samples the waiting jobs of `queues` (every queue of the
+    job types, not only those this worker serves)."""
+    recorder = None
+    if history is not None:
+
+        async def waiting() -> dict[str, int]:
+            return await waiting_by_queue(overview, queues)
+
+        recorder = HistoryRecorder(history, activity.tally, activity.worker_id, waiting)
+    heartbeat = Heartbeat(overview, activity, recorder)
     endpoint = WorkerEndpoint(activity, heartbeat)
     port = await endpoint.start(settings.worker_metrics_host, settings.worker_metrics_port)
     activity.metrics_address = advertised_address(settings, port)

@@ -121,10 +121,8 @@ class Scheduler:
         self._metrics.jobs_submitted.labels(name).inc()
         try:
             await self._backend.schedules.note_run(name, due, record.id)
-            await self._backend.overview.note_submitted(record)
         except BackendUnavailableError as error:
             logger.warning(
-                "scheduled job %s: run %s is queued, but its last run or recent job was not "
-                "noted: %s",
+                "scheduled job %s: run %s is queued, but its last run was not noted: %s",
                 name, record.id, error,
             )  # fmt: skip

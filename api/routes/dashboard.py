@@ -3,23 +3,39 @@ step, nothing fetched from elsewhere), and GET /dashboard/state, the JSON it pol
 
 The page holds no data, so anyone may load it; its data is behind the API key when keys are
 set (the page asks for one and sends it as `Authorization: Bearer`), and a key sees only its own
-jobs there, as everywhere else: other callers' jobs are counted but never named.
+jobs there, as everywhere else: other callers' jobs are counted but never named. Its charts are
+the backend's history (shared/history/): the page reads the whole hour when it loads, then only
+the intervals since the last one it has.
 """
 
 import asyncio
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from api.auth import Caller
-from api.deps import CallerDep, CatalogDep, OverviewDep, RecordsDep, SettingsDep
+from api.deps import CallerDep, ServicesDep
 from api.responses import answers
+from api.routes.health import redis_answers
 from shared.activity import WorkerStatus
-from shared.overview import running_jobs, serving, waiting_jobs
-from shared.records import JobRecord, Progress, RecordStore, utcnow
+from shared.backend import Backend
+from shared.history import INTERVAL_SECONDS, History, IntervalFigures, interval_of
+from shared.history.base import current_interval, oldest_kept
+from shared.listing import JobFilter, Position, read_page
+from shared.overview import (
+    QueueDepth,
+    busy_elsewhere,
+    running_job_ids,
+    running_jobs,
+    serving,
+    waiting_jobs,
+)
+from shared.records import JobRecord, Progress, utcnow
 
 router = APIRouter(tags=["operations"])
 
@@ -44,6 +60,8 @@ class QueueView(BaseModel):
     running: int
     deferred: int
     """Waiting for a retry's delay."""
+    oldest_waiting_seconds: float | None
+    """How long the job that has waited longest to start has been due; None when none waits."""
 
 
 class QueueLine(QueueView):
@@ -52,6 +70,9 @@ class QueueLine(QueueView):
 
     name: str
     workers: int
+    busy_elsewhere: bool
+    """Its jobs wait because every slot of the workers serving it is taken, some by jobs of
+    other queues (a worker shares its slots among the queues it serves)."""
 
 
 class JobSummary(BaseModel):
@@ -69,15 +90,55 @@ class JobSummary(BaseModel):
     finished_at: datetime | None
 
 
+class HealthView(BaseModel):
+    """What GET /health says: this api answers (it wrote this), and whether Redis does."""
+
+    api: Literal["up"]
+    redis: bool | None
+    """Whether both Redis databases (queue and cache) answer; None in the local mode."""
+
+
+class Ended(BaseModel):
+    finished: int
+    """Jobs that ended (succeeded, failed or cancelled)."""
+    failed: int
+
+
+class QueueFigures(Ended):
+    waiting: int | None
+    """Jobs waiting when the interval was sampled; None when it was not (no worker alive)."""
+
+
+class IntervalView(Ended):
+    """One interval of the history: the jobs that ended in it, and those waiting at its
+    sample, in all and by queue and job type."""
+
+    start: datetime
+    waiting: int | None
+    queues: dict[str, QueueFigures]
+    types: dict[str, Ended]
+
+
+class HistoryView(BaseModel):
+    interval_seconds: int
+    since: datetime
+    """The start of the first interval asked for; intervals holding nothing are left out."""
+    intervals: list[IntervalView]
+    """Oldest first; the last may be the current one, still filling."""
+
+
 class DashboardState(BaseModel):
     backend: str
     namespace: str
     generated_at: datetime
+    health: HealthView
     queue: QueueView
     """All queues together."""
     queues: list[QueueLine]
     workers: list[WorkerStatus]
     recent: list[JobSummary]
+    history: HistoryView
+    """The last hour's figures (or those since `history_since`), kept by the backend."""
 
 
 def summary(record: JobRecord) -> JobSummary:
@@ -98,10 +159,72 @@ def summary(record: JobRecord) -> JobSummary:
     )
 
 
-async def recent_jobs(records: RecordStore, job_ids: list[str], caller: Caller) -> list[JobSummary]:
-    """The caller's records among these jobs, in one read; expired ones are left out."""
-    found = await records.get_many(job_ids)
-    return [summary(record) for record in found if caller.may_read(record)]
+async def recent_jobs(backend: Backend, caller: Caller) -> list[JobSummary]:
+    """The caller's last submitted jobs, newest first, from its own list of jobs (GET /jobs's),
+    so that another key's busy hour never pushes them out; with a key, the scheduled runs (on
+    the open list, readable by every key) among them."""
+    owners = [caller.owner] if caller.owner is None else [caller.owner, None]
+    pages = await asyncio.gather(
+        *(
+            read_page(
+                backend.listing,
+                backend.records,
+                owner,
+                after=None,
+                limit=RECENT_SHOWN,
+                only=JobFilter(),
+            )
+            for owner in owners
+        )
+    )
+    found = [record for page in pages for record in page.jobs if caller.may_read(record)]
+    found.sort(key=Position.of, reverse=True)
+    return [summary(record) for record in found[:RECENT_SHOWN]]
+
+
+def oldest_waiting(depth: QueueDepth, now: float) -> float | None:
+    return None if depth.oldest_due_at is None else max(0.0, now - depth.oldest_due_at)
+
+
+async def history_view(history: History, since: datetime | None) -> HistoryView:
+    now = current_interval()
+    first = oldest_kept(now)
+    if since is not None:
+        moment = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+        first = max(first, interval_of(moment.timestamp()))
+    intervals = [interval_view(figures) for figures in await history.read(first, now)]
+    return HistoryView(
+        interval_seconds=INTERVAL_SECONDS,
+        since=datetime.fromtimestamp(first * INTERVAL_SECONDS, UTC),
+        intervals=intervals,
+    )
+
+
+def interval_view(figures: IntervalFigures) -> IntervalView:
+    queues: dict[str, QueueFigures] = {}
+    types: dict[str, Ended] = {}
+    for queue, count in (figures.waiting or {}).items():
+        queues[queue] = QueueFigures(finished=0, failed=0, waiting=count)
+    for figure, count in sorted(figures.counts.items()):
+        line = queues.setdefault(
+            figure.queue,
+            QueueFigures(finished=0, failed=0, waiting=None if figures.waiting is None else 0),
+        )
+        kind = types.setdefault(figure.name, Ended(finished=0, failed=0))
+        if figure.failed:
+            line.failed += count
+            kind.failed += count
+        else:
+            line.finished += count
+            kind.finished += count
+    return IntervalView(
+        start=datetime.fromtimestamp(figures.start, UTC),
+        finished=sum(line.finished for line in queues.values()),
+        failed=sum(line.failed for line in queues.values()),
+        waiting=None if figures.waiting is None else sum(figures.waiting.values()),
+        queues=queues,
+        types=types,
+    )
 
 
 def unnamed_unless_visible(worker: WorkerStatus, visible: set[str]) -> WorkerStatus:
@@ -125,47 +248,68 @@ async def dashboard_asset(name: str) -> FileResponse:
     return FileResponse(PAGES / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/dashboard/state", response_model=DashboardState, responses=answers(401, 503))
+@router.get("/dashboard/state", response_model=DashboardState, responses=answers(401, 422, 503))
 async def dashboard_state(
-    overview: OverviewDep,
-    records: RecordsDep,
-    settings: SettingsDep,
-    catalog: CatalogDep,
+    services: ServicesDep,
     caller: CallerDep,
+    history_since: Annotated[
+        datetime | None,
+        Query(
+            description="Only the history's intervals from the one holding this moment on "
+            "(ISO 8601; UTC when it names no offset), as a page that has the rest asks; the "
+            "whole kept hour without it."
+        ),
+    ] = None,
 ) -> DashboardState:
-    """Everything the dashboard shows, in one answer: queue, live workers with the jobs each
-    runs, and the last submitted jobs (newest first). With API keys, a key's own jobs only;
-    the ids of others' running jobs are blank."""
-    depths, workers, job_ids = await asyncio.gather(
-        overview.queue_depths(catalog.queues),
-        overview.workers(),
-        overview.recent_job_ids(RECENT_SHOWN),
+    """Everything the dashboard shows, in one answer: health, queues, live workers with the
+    jobs each runs, the last submitted jobs (newest first) and the history of the last hour.
+    With API keys, a key's own jobs only (and the scheduled runs); the ids of others' running
+    jobs are blank."""
+    backend = services.backend
+    catalog = services.catalog
+    # The workers first: a queue holds its running jobs too, which are not waiting.
+    workers = await backend.overview.workers()
+    depths, recent, history, redis_ok = await asyncio.gather(
+        backend.overview.queue_depths(catalog.queues, running_job_ids(workers)),
+        recent_jobs(backend, caller),
+        history_view(backend.history, history_since),
+        redis_answers(services),
     )
-    queues = [
-        QueueLine(
-            name=queue,
-            waiting=waiting_jobs(queue, depth, workers),
-            running=running_jobs(queue, workers),
-            deferred=depth.deferred,
-            workers=serving(queue, workers),
+    now = time.time()
+    queues = []
+    for queue, depth in depths.items():
+        waiting = waiting_jobs(queue, depth, workers)
+        queues.append(
+            QueueLine(
+                name=queue,
+                waiting=waiting,
+                running=running_jobs(queue, workers),
+                deferred=depth.deferred,
+                oldest_waiting_seconds=oldest_waiting(depth, now),
+                workers=serving(queue, workers),
+                busy_elsewhere=busy_elsewhere(queue, waiting, workers),
+            )
         )
-        for queue, depth in depths.items()
-    ]
-    recent = await recent_jobs(records, job_ids, caller)
     shown = workers
     if caller.owner is not None:
         visible = {job.id for job in recent}
         shown = [unnamed_unless_visible(worker, visible) for worker in workers]
+    ages = [
+        line.oldest_waiting_seconds for line in queues if line.oldest_waiting_seconds is not None
+    ]
     return DashboardState(
-        backend=settings.cache_backend,
-        namespace=settings.cache_namespace,
+        backend=services.settings.cache_backend,
+        namespace=services.settings.cache_namespace,
         generated_at=utcnow(),
+        health=HealthView(api="up", redis=redis_ok),
         queue=QueueView(
             waiting=sum(line.waiting for line in queues),
             running=sum(len(worker.running) for worker in workers),
             deferred=sum(line.deferred for line in queues),
+            oldest_waiting_seconds=max(ages, default=None),
         ),
         queues=queues,
         workers=shown,
         recent=recent,
+        history=history,
     )

@@ -122,8 +122,7 @@ async def submit(
         location = {"Location": request.app.url_path_for("get_job", job_id=record.id)}
         response = record_response(record, 200 if replayed else 202, {**location, **replayed})
     if not replayed:
-        # Counted and remembered for the dashboard after the answer is sent: not on the hot
-        # path.
+        # Counted after the answer is sent: not on the hot path.
         response.background = BackgroundTask(note_submitted, request, submitted.records)
     return response
 

@@ -3,10 +3,21 @@
 from shared.overview.base import (
     Overview,
     QueueDepth,
+    busy_elsewhere,
     running_job_ids,
     running_jobs,
     serving,
+    waiting_by_queue,
     waiting_jobs,
 )
 
-__all__ = ["Overview", "QueueDepth", "running_job_ids", "running_jobs", "serving", "waiting_jobs"]
+__all__ = [
+    "Overview",
+    "QueueDepth",
+    "busy_elsewhere",
+    "running_job_ids",
+    "running_jobs",
+    "serving",
+    "waiting_by_queue",
+    "waiting_jobs",
+]

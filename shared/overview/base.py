@@ -1,9 +1,9 @@
-"""The operator's view of the whole system: queue depth, live workers and recent jobs.
+"""The operator's view of the whole system: queue depth and live workers.
 
 The api reads it for the dashboard and its metrics; workers announce themselves in it. Memory
 (shared/overview/memory.py) and Redis (shared/overview/redis.py) are its two backends; neither
-ever lists keys: workers and recent jobs are kept in small bounded sets written as things
-happen.
+ever lists keys: workers are kept in a small bounded set written as they beat. (The dashboard's
+recent jobs are each caller's own job list, shared/listing/.)
 """
 
 from collections.abc import Collection, Sequence
@@ -11,10 +11,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shared.activity import WorkerStatus
-from shared.records.model import JobRecord
-
-RECENT_JOBS = 100
-"""How many of the last submitted jobs are remembered for the dashboard."""
 
 HEARTBEAT_SECONDS = 2.0
 """How often a worker announces itself."""
@@ -43,14 +39,6 @@ class Overview(Protocol):
 
     async def workers(self) -> list[WorkerStatus]:
         """The workers whose heartbeat is fresh, oldest first."""
-        ...
-
-    async def recent_job_ids(self, limit: int) -> list[str]:
-        """The ids of the last submitted jobs, newest first."""
-        ...
-
-    async def note_submitted(self, record: JobRecord) -> None:
-        """Remember a job that was just submitted, dropping the oldest beyond RECENT_JOBS."""
         ...
 
     async def announce(self, status: WorkerStatus) -> None:
@@ -82,3 +70,24 @@ def waiting_jobs(queue: str, depth: QueueDepth, workers: list[WorkerStatus]) -> 
 def serving(queue: str, workers: list[WorkerStatus]) -> int:
     """How many of the workers serve the queue."""
     return sum(queue in worker.queues for worker in workers)
+
+
+def busy_elsewhere(queue: str, waiting: int, workers: list[WorkerStatus]) -> bool:
+    """Whether the queue's jobs wait because every slot of the workers that serve it is taken,
+    some by jobs of other queues: a worker serving several queues shares its slots among them,
+    so such a queue looks stuck (waiting, none running) while its workers are alive."""
+    serving_workers = [worker for worker in workers if queue in worker.queues]
+    return (
+        waiting > 0
+        and bool(serving_workers)
+        and all(len(worker.running) >= worker.concurrency for worker in serving_workers)
+        and any(job.queue != queue for worker in serving_workers for job in worker.running)
+    )
+
+
+async def waiting_by_queue(overview: Overview, queues: Sequence[str]) -> dict[str, int]:
+    """The jobs due and not started on each queue now (the workers first: a queue on Redis
+    holds its running jobs too)."""
+    workers = await overview.workers()
+    depths = await overview.queue_depths(queues, running_job_ids(workers))
+    return {queue: waiting_jobs(queue, depth, workers) for queue, depth in depths.items()}

@@ -1,12 +1,10 @@
 """The local mode's view: the embedded worker, shown as it is at each read, is the only
 worker (it needs no heartbeat), and the memory queue's backlog is the queue."""
 
-from collections import deque
 from collections.abc import Callable, Collection, Sequence
 
 from shared.activity import WorkerStatus
-from shared.overview.base import RECENT_JOBS, QueueDepth, running_jobs
-from shared.records.model import JobRecord
+from shared.overview.base import QueueDepth, running_jobs
 
 
 class MemoryOverview:
@@ -20,7 +18,6 @@ class MemoryOverview:
         self._backlog = backlog
         self._oldest_due_at = oldest_due_at
         self._live: list[Callable[[], WorkerStatus]] = []
-        self._recent: deque[str] = deque(maxlen=RECENT_JOBS)
 
     def show_worker(self, status: Callable[[], WorkerStatus]) -> None:
         """A worker of this process, whose status is read afresh each time."""
@@ -41,12 +38,6 @@ class MemoryOverview:
 
     async def workers(self) -> list[WorkerStatus]:
         return sorted((status() for status in self._live), key=lambda status: status.started_at)
-
-    async def recent_job_ids(self, limit: int) -> list[str]:
-        return list(self._recent)[-limit:][::-1] if limit > 0 else []
-
-    async def note_submitted(self, record: JobRecord) -> None:
-        self._recent.append(record.id)
 
     async def announce(self, status: WorkerStatus) -> None:
         """Nothing to do: a worker of this process is read live (`show_worker`)."""

@@ -3,14 +3,10 @@
 Workers announce themselves with a heartbeat every HEARTBEAT_SECONDS (3 commands in one round
 trip): their status as JSON under their worker key (expiring after WORKER_STALE_SECONDS) and
 their id in the workers sorted set, scored by the time of the beat. Reading the live workers is
-one range of that set and one MGET; nothing is ever scanned. The last RECENT_JOBS submitted
-jobs are the recent-jobs sorted set, written in batches (at most RECENT_JOBS_DELAY after a
-submission) so that a busy api adds no Redis command per job for it. The keys are named in
+one range of that set and one MGET; nothing is ever scanned. The keys are named in
 shared/keys.py.
 """
 
-import asyncio
-import logging
 import time
 from collections.abc import Collection, Sequence
 
@@ -18,15 +14,9 @@ import redis.asyncio
 from arq.utils import timestamp_ms
 
 from shared.activity import WorkerStatus
-from shared.connections import REDIS_FAILURES, calls_redis
+from shared.connections import calls_redis
 from shared.keys import Keys
-from shared.overview.base import RECENT_JOBS, WORKER_STALE_SECONDS, QueueDepth
-from shared.records.model import JobRecord
-
-logger = logging.getLogger(__name__)
-
-RECENT_JOBS_DELAY = 0.25
-"""Longest time a submitted job waits to be written to the recent jobs, with others."""
+from shared.overview.base import WORKER_STALE_SECONDS, QueueDepth
 
 
 class RedisOverview:
@@ -34,10 +24,6 @@ class RedisOverview:
         self._client = client
         self._keys = keys
         self._workers_key = keys.workers
-        self._recent_key = keys.recent_jobs
-        self._pending: dict[str, float] = {}
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._writes: set[asyncio.Task[None]] = set()
 
     @calls_redis("read the queues' depths")
     async def queue_depths(
@@ -90,43 +76,8 @@ class RedisOverview:
         ]
         return sorted(found, key=lambda status: status.started_at)
 
-    @calls_redis("read the recent jobs")
-    async def recent_job_ids(self, limit: int) -> list[str]:
-        if limit <= 0:
-            return []
-        ids = await self._client.zrevrange(self._recent_key, 0, min(limit, RECENT_JOBS) - 1)
-        return [raw.decode() for raw in ids]
-
-    async def note_submitted(self, record: JobRecord) -> None:
-        self._pending[record.id] = record.created_at.timestamp()
-        if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                RECENT_JOBS_DELAY, self._write_pending
-            )
-
     async def close(self) -> None:
-        """Write what is pending now, and wait for every write under way."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._write_pending()
-        await asyncio.gather(*self._writes, return_exceptions=True)
-
-    def _write_pending(self) -> None:
-        self._flush_timer = None
-        pending, self._pending = self._pending, {}
-        write = asyncio.ensure_future(self._write(pending))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-
-    async def _write(self, pending: dict[str, float]) -> None:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.zadd(self._recent_key, pending)
-                pipe.zremrangebyrank(self._recent_key, 0, -(RECENT_JOBS + 1))
-                await pipe.execute()
-        except REDIS_FAILURES as error:
-            # The jobs are queued all the same; only the dashboard's list misses them.
-            logger.warning("%d jobs are missing from the recent jobs: %r", len(pending), error)
+        """Nothing to do: every write is made when it is asked for."""
 
     @calls_redis("announce a worker")
     async def announce(self, status: WorkerStatus) -> None:
