@@ -1,10 +1,10 @@
 """The Redis backend of the operator's view, on the queue's Redis (which never evicts).
 
-Workers announce themselves with a heartbeat every HEARTBEAT_SECONDS (3 commands in one round
-trip): their status as JSON under their worker key (expiring after WORKER_STALE_SECONDS) and
-their id in the workers sorted set, scored by the time of the beat. Reading the live workers is
-one range of that set and one MGET; nothing is ever scanned. The keys are named in
-shared/keys.py.
+Workers announce themselves with a heartbeat every HEARTBEAT_SECONDS (2 commands in one round
+trip, 3 every PRUNE_EVERY beats): their status as JSON under their worker key (expiring after
+WORKER_STALE_SECONDS) and their id in the workers sorted set, scored by the time of the beat.
+Reading the live workers is one range of that set and one MGET; nothing is ever scanned. The
+keys are named in shared/keys.py.
 """
 
 import time
@@ -18,12 +18,16 @@ from shared.connections import calls_redis
 from shared.keys import Keys
 from shared.overview.base import WORKER_STALE_SECONDS, QueueDepth
 
+PRUNE_EVERY = 5
+"""A worker drops the stale workers from the workers set on one heartbeat in this many."""
+
 
 class RedisOverview:
     def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
         self._workers_key = keys.workers
+        self._beats = 0
 
     @calls_redis("read the queues' depths")
     async def queue_depths(
@@ -90,8 +94,11 @@ class RedisOverview:
                 px=int(WORKER_STALE_SECONDS * 1000),
             )
             pipe.zadd(self._workers_key, {status.id: now})
-            # Whoever beats also forgets the workers that stopped beating.
-            pipe.zremrangebyscore(self._workers_key, "-inf", now - WORKER_STALE_SECONDS)
+            # Whoever beats also forgets, now and then, the workers that stopped beating: the
+            # reads take the fresh ones only, so the set must only stay small.
+            if self._beats % PRUNE_EVERY == 0:
+                pipe.zremrangebyscore(self._workers_key, "-inf", now - WORKER_STALE_SECONDS)
+            self._beats += 1
             await pipe.execute()
 
     @calls_redis("withdraw a worker")
