@@ -80,13 +80,14 @@ class WorkerActivity:
         every heartbeat, not for every job."""
         self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled"), 0)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        # Read when scraped, not written as each job starts and ends.
+        self.metrics.worker.jobs_running.set_function(lambda: len(self._running))
 
     def started(self, record: JobRecord, queue: str = DEFAULT_QUEUE) -> None:
         """An attempt began: `record` is running, with its started_at set; it came from
         `queue`."""
         started_at = record.started_at or utcnow()
         self._running[record.id] = (record.name, record.attempts, started_at, queue)
-        self.metrics.worker.jobs_running.set(len(self._running))
         self._child(self.metrics.worker.jobs_started, record.name).inc()
         if record.attempts == 1:
             wait = (started_at - record.created_at).total_seconds()
@@ -121,8 +122,7 @@ class WorkerActivity:
 
     def ended(self, job_id: str) -> None:
         """The attempt is over whatever happened (even an error the runner let through)."""
-        if self._running.pop(job_id, None) is not None:
-            self.metrics.worker.jobs_running.set(len(self._running))
+        self._running.pop(job_id, None)
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(
