@@ -24,7 +24,7 @@ from api.openapi import install_openapi
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
-from api.startup_failure import EXPLAINED_STATE_KEY, QuietExplainedStartupFailure
+from api.startup_failure import EXPLAINED_STATE_KEY, quiet_explained_startup_failure
 from api.tracing import request_telemetry
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
@@ -108,7 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     count_redis_errors(app)
     count_quota_refusals(app)
     app.add_middleware(RequestObserver)
-    app.add_middleware(QuietExplainedStartupFailure)
     app.include_router(listing.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -117,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     install_openapi(app)
+    quiet_explained_startup_failure(app)
     return app
 
 
