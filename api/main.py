@@ -108,13 +108,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     count_redis_errors(app)
     count_quota_refusals(app)
     app.add_middleware(RequestObserver)
-    app.include_router(listing.router)
-    app.include_router(jobs.router)
-    app.include_router(schedules.router)
-    app.include_router(cached.router)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(dashboard.router)
+    for router in (
+        listing.router,
+        jobs.router,
+        schedules.router,
+        cached.router,
+        health.router,
+        metrics.router,
+        dashboard.router,
+    ):
+        # The routes themselves, not the router: FastAPI matches an included router's routes
+        # twice per request (to choose the router, then within it). They carry their prefix,
+        # tags and the router's dependencies already.
+        app.router.routes.extend(router.routes)
     install_openapi(app)
     quiet_explained_startup_failure(app)
     return app
