@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from api.auth import Caller
-from api.deps import CallerDep, ServicesDep
+from api.deps import Call, CallDep, ServicesDep
 from api.job_views import views_of
 from api.methods import FallbackRoute
 from api.observability import note_submitted
@@ -183,8 +183,10 @@ def submit_endpoint(
             ),
         ]
 
-    async def endpoint(**arguments: Any) -> Response:
-        return await submit(job_type, batch=batch, **arguments)
+    async def endpoint(call: Call, **arguments: Any) -> Response:
+        return await submit(
+            job_type, batch=batch, services=call.services, caller=call.caller, **arguments
+        )
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
@@ -192,10 +194,9 @@ def submit_endpoint(
             for name, annotation in (
                 ("parameters", body),
                 ("request", Request),
-                # One dependency for what the lifespan opened: each one more costs the hot
-                # path a resolution per request.
-                ("services", ServicesDep),
-                ("caller", CallerDep),
+                # One dependency for what the lifespan opened and who asks: each one more
+                # costs the hot path a resolution per request.
+                ("call", CallDep),
             )
         ]
         + [
