@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api.auth import ApiKeys
 from api.body_limit import SettingsBodyLimit
 from api.errors import install_error_handlers
-from api.methods import install_method_answers
+from api.methods import FallbackRoute, install_method_answers
 from api.observability import (
     RequestObserver,
     count_quota_refusals,
@@ -63,10 +63,23 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
 def install_submit_routes(app: FastAPI, catalog: Catalog, settings: Settings) -> None:
     """Add POST /jobs/{name} and /jobs/{name}/batch for the job types loaded at startup (their
     batches as long as its MAX_BATCH), in place of those an earlier start of this app added;
-    the OpenAPI schema is made anew on its next read."""
+    the OpenAPI schema is made anew on its next read.
+
+    The router tries the routes in order for each request: GET /jobs/{job_id} and the job
+    types' routes, the hot paths, come first (no other route takes what they take, so the
+    order changes no answer); the fallbacks of the submits, which take any name, come last."""
     earlier = getattr(app.state, "submit_routes", [])
     submits = submissions.submit_routes(catalog, settings.max_batch).routes
-    app.router.routes[:] = [route for route in app.router.routes if route not in earlier] + submits
+    kept = [route for route in app.router.routes if route not in earlier]
+    hot = [route for route in kept if getattr(route, "name", None) == "get_job"]
+    fallbacks = [route for route in submits if isinstance(route, FallbackRoute)]
+    typed = [route for route in submits if route not in fallbacks]
+    app.router.routes[:] = [
+        *hot,
+        *typed,
+        *(route for route in kept if route not in hot),
+        *fallbacks,
+    ]
     app.state.submit_routes = submits
     app.openapi_schema = None
 

@@ -58,6 +58,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 EVENT_STREAM_HEARTBEAT_SECONDS = 15.0
 
 
+def job_path(job_id: str) -> str:
+    """GET /jobs/{job_id}'s path: what `url_path_for("get_job", ...)` says, without a search
+    of every route per submit (a job id is URL-safe as it is)."""
+    return f"{router.prefix}/{job_id}"
+
+
 def record_response(
     record: JobRecord, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:

@@ -17,7 +17,7 @@ from api.job_views import views_of
 from api.methods import FallbackRoute
 from api.observability import note_submitted
 from api.responses import answers
-from api.routes.jobs import record_response
+from api.routes.jobs import job_path, record_response
 from api.services import Services
 from shared.catalog import Catalog, JobType
 from shared.errors import UnknownJobTypeError
@@ -119,7 +119,7 @@ async def submit(
         )
     else:
         record = submitted.records[0]
-        location = {"Location": request.app.url_path_for("get_job", job_id=record.id)}
+        location = {"Location": job_path(record.id)}
         response = record_response(record, 200 if replayed else 202, {**location, **replayed})
     if not replayed:
         # Counted and remembered for the dashboard after the answer is sent: not on the hot
