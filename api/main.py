@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api.auth import ApiKeys
 from api.body_limit import SettingsBodyLimit
 from api.errors import install_error_handlers
-from api.methods import install_method_answers
+from api.methods import FallbackRoute, install_method_answers
 from api.observability import (
     RequestObserver,
     count_quota_refusals,
@@ -24,7 +24,7 @@ from api.openapi import install_openapi
 from api.response_cache.factory import open_response_cache
 from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
 from api.services import Services
-from api.startup_failure import EXPLAINED_STATE_KEY, QuietExplainedStartupFailure
+from api.startup_failure import EXPLAINED_STATE_KEY, quiet_explained_startup_failure
 from api.tracing import request_telemetry
 from shared.backend import Role, open_backend
 from shared.catalog import Catalog, load_catalog
@@ -63,10 +63,23 @@ async def open_services(settings: Settings, catalog: Catalog) -> AsyncIterator[S
 def install_submit_routes(app: FastAPI, catalog: Catalog, settings: Settings) -> None:
     """Add POST /jobs/{name} and /jobs/{name}/batch for the job types loaded at startup (their
     batches as long as its MAX_BATCH), in place of those an earlier start of this app added;
-    the OpenAPI schema is made anew on its next read."""
+    the OpenAPI schema is made anew on its next read.
+
+    The router tries the routes in order for each request: GET /jobs/{job_id} and the job
+    types' routes, the hot paths, come first (no other route takes what they take, so the
+    order changes no answer); the fallbacks of the submits, which take any name, come last."""
     earlier = getattr(app.state, "submit_routes", [])
     submits = submissions.submit_routes(catalog, settings.max_batch).routes
-    app.router.routes[:] = [route for route in app.router.routes if route not in earlier] + submits
+    kept = [route for route in app.router.routes if route not in earlier]
+    hot = [route for route in kept if getattr(route, "name", None) == "get_job"]
+    fallbacks = [route for route in submits if isinstance(route, FallbackRoute)]
+    typed = [route for route in submits if route not in fallbacks]
+    app.router.routes[:] = [
+        *hot,
+        *typed,
+        *(route for route in kept if route not in hot),
+        *fallbacks,
+    ]
     app.state.submit_routes = submits
     app.openapi_schema = None
 
@@ -108,15 +121,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     count_redis_errors(app)
     count_quota_refusals(app)
     app.add_middleware(RequestObserver)
-    app.add_middleware(QuietExplainedStartupFailure)
-    app.include_router(listing.router)
-    app.include_router(jobs.router)
-    app.include_router(schedules.router)
-    app.include_router(cached.router)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(dashboard.router)
+    for router in (
+        listing.router,
+        jobs.router,
+        schedules.router,
+        cached.router,
+        health.router,
+        metrics.router,
+        dashboard.router,
+    ):
+        # The routes themselves, not the router: FastAPI matches an included router's routes
+        # twice per request (to choose the router, then within it). They carry their prefix,
+        # tags and the router's dependencies already.
+        app.router.routes.extend(router.routes)
     install_openapi(app)
+    quiet_explained_startup_failure(app)
     return app
 
 

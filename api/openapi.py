@@ -9,7 +9,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
-from api.deps import get_caller
+from api.deps import IDENTIFYING
 
 BEARER = "bearer"
 BEARER_SCHEME = {
@@ -54,6 +54,6 @@ def declare_bearer_key(document: dict[str, Any], routes: Sequence[BaseRoute]) ->
 def identifies_caller(dependant: Dependant) -> bool:
     """Whether the route depends, at any depth, on the caller its API key names."""
     return any(
-        dependency.call is get_caller or identifies_caller(dependency)
+        dependency.call in IDENTIFYING or identifies_caller(dependency)
         for dependency in dependant.dependencies
     )

@@ -1,12 +1,16 @@
 """Issue 4's benchmark: jobcache against bare arq, as real processes on a private Redis.
 
     .venv/bin/python -m bench.jobs [--jobs 3000] [--latency-jobs 200] [--verbose]
+                                   [--phases latency,throughput,idle,sequential]
 
 It starts its own redis-server on a free loopback port and jobcache's api, then measures, for
 jobcache (over HTTP, and its enqueue path in-process) and for bare arq (with arq's defaults,
 and tuned): submit-to-result latency, throughput with 1 and 2 workers, Redis commands per job
 (INFO commandstats) and the idle Redis load of 4 workers; it prints one table saying which
-targets were met. Each phase starts the workers it needs and stops them after, and the
+targets were met. The `sequential` phase (bench/sequential.py) runs jobs one at a time over
+HTTP through jobcache's api (Redis and one worker; and the embedded mode) and through a bare
+FastAPI app answering the same routes with no work (bench/bare_api.py); `--phases` picks
+the phases to run. Each phase starts the workers it needs and stops them after, and the
 throughput runs of the systems alternate, so that a machine that gets busier during the run
 shifts all of them alike: only the ratios within a run mean anything.
 """
@@ -38,6 +42,7 @@ from bench.processes import (
     wait_for_redis,
 )
 from bench.report import Figures, PhaseStats, render
+from bench.sequential import BARE, JUDGED, SequentialFigures, measure_sequential
 from bench.workloads import (
     BareArqJobs,
     CommandStats,
@@ -51,6 +56,7 @@ from shared.catalog import DEFAULT_QUEUE
 from shared.settings import Settings
 from tests.processes import BIN, worker_command
 
+PHASES = ("latency", "throughput", "idle", "sequential")
 CONCURRENCY = 100
 """Submits (then result reads) in flight at once in the throughput workload."""
 WORKER_COUNTS = (1, 2)
@@ -146,6 +152,37 @@ class Run:
         self.phases[phase] = PhaseStats(counts, cpu, jobs_count, "/job")
         contender.figures.throughput[count] = jobs_count / seconds
         contender.figures.commands_per_job[count] = counts.total() / jobs_count
+
+    async def sequential(self, stage: "Stage") -> SequentialFigures:
+        """Jobs one at a time over HTTP: jobcache's api in Redis mode with one worker, in the
+        embedded mode, and the bare FastAPI app, each on one connection of its own."""
+        embedded, embedded_port = start_api(
+            self.group,
+            {"CACHE_BACKEND": "local", "LOG_LEVEL": "WARNING", "JOBCACHE_ENV_FILE": ""},
+            name="embedded-api",
+        )
+        bare, bare_port = start_api(self.group, {}, name="bare-api", app="bench.bare_api:app")
+        try:
+            await wait_for_api(embedded_port, embedded)
+            await wait_for_api(bare_port, bare, health="/docs")
+            clients = {
+                JUDGED: LoopbackHttp("127.0.0.1", stage.api_port, 1),
+                "jobcache HTTP (embedded)": LoopbackHttp("127.0.0.1", embedded_port, 1),
+                BARE: LoopbackHttp("127.0.0.1", bare_port, 1),
+            }
+            async with self.workers(stage.workers, 1):
+                figures = await measure_sequential(
+                    clients,
+                    self.options.sequential_jobs,
+                    self.options.sequential_rounds,
+                    self.counted,
+                )
+            for client in clients.values():
+                await client.close()
+        finally:
+            self.group.stop([embedded, bare])
+        self.phases.update(figures.phases)
+        return figures
 
     async def idle_load(self, contender: Contender, what: str) -> None:
         """Redis commands per second with IDLE_WORKERS idle workers."""
@@ -276,26 +313,33 @@ async def bench(options: argparse.Namespace, group: ProcessGroup) -> str:
         arq_default = await bare_arq(stack, redis_port, stage.namespace, tuned=False)
         arq_tuned = await bare_arq(stack, redis_port, stage.namespace, tuned=True)
 
-        for contender in (jobcache, arq_tuned, arq_default):
-            await run.latency(contender)
+        phases = options.phases
+        if "latency" in phases:
+            for contender in (jobcache, arq_tuned, arq_default):
+                await run.latency(contender)
         http.unfinished_reads = 0
-        for count in WORKER_COUNTS:
-            for contender in (jobcache, arq_tuned, internal, arq_default):
-                await run.throughput(contender, count)
+        if "throughput" in phases:
+            for count in WORKER_COUNTS:
+                for contender in (jobcache, arq_tuned, internal, arq_default):
+                    await run.throughput(contender, count)
         jobcache.figures.unfinished_reads = http.unfinished_reads
-        await run.idle_load(jobcache, f"api and {IDLE_WORKERS} workers")
-        for contender in (arq_tuned, arq_default):
-            await run.idle_load(contender, f"{IDLE_WORKERS} workers")
+        if "idle" in phases:
+            await run.idle_load(jobcache, f"api and {IDLE_WORKERS} workers")
+            for contender in (arq_tuned, arq_default):
+                await run.idle_load(contender, f"{IDLE_WORKERS} workers")
+        sequential = await run.sequential(stage) if "sequential" in phases else None
         server_info = await queue_redis.info("server")
     return render(
         jobcache=jobcache.figures,
         internal=internal.figures,
         arq_default=arq_default.figures,
         arq_tuned=arq_tuned.figures,
+        sequential=sequential,
         setup={
             "jobs": options.jobs,
             "latency jobs": options.latency_jobs,
             "concurrency": CONCURRENCY,
+            "sequential jobs": f"{options.sequential_jobs} x {options.sequential_rounds}",
             "worker concurrency": settings.worker_concurrency,
             "redis": server_info["redis_version"],
             "cores": os.cpu_count() or 0,
@@ -319,6 +363,24 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--idle-seconds", type=float, default=5.0, help="idle load window (default 5)"
     )
     parser.add_argument(
+        "--sequential-jobs",
+        type=int,
+        default=1000,
+        help="jobs per round of the one-at-a-time HTTP phase (default 1000)",
+    )
+    parser.add_argument(
+        "--sequential-rounds",
+        type=int,
+        default=3,
+        help="rounds of each system in the one-at-a-time HTTP phase (default 3)",
+    )
+    parser.add_argument(
+        "--phases",
+        type=phase_list,
+        default=PHASES,
+        help=f"the phases to run, comma-separated (default all: {','.join(PHASES)})",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="also list each phase's Redis commands and each process's CPU",
@@ -326,7 +388,19 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.jobs < 1 or options.latency_jobs < 2 or options.idle_seconds <= 0:
         parser.error("--jobs must be at least 1, --latency-jobs at least 2, --idle-seconds > 0")
+    if options.sequential_jobs < 2 or options.sequential_rounds < 1:
+        parser.error("--sequential-jobs must be at least 2, --sequential-rounds at least 1")
     return options
+
+
+def phase_list(value: str) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(chosen) - set(PHASES))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown phase(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PHASES)}"
+        )
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:

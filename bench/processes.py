@@ -180,24 +180,31 @@ async def wait_for_redis(client: redis.asyncio.Redis, server: Child) -> None:
     await wait_until(answers, "redis-server answers PING", [server])
 
 
-def start_api(group: ProcessGroup, settings: Mapping[str, str]) -> tuple[Child, int]:
-    """`uvicorn api.main:app` on a free loopback port, without access logs."""
+def start_api(
+    group: ProcessGroup,
+    settings: Mapping[str, str],
+    *,
+    name: str = "api",
+    app: str = "api.main:app",
+) -> tuple[Child, int]:
+    """`uvicorn api.main:app` (or another `app`) on a free loopback port, without access logs."""
     port = free_port()
-    command = api_command(port, "--log-level", "warning", "--no-access-log")
-    return group.start("api", command, settings), port
+    command = api_command(port, "--log-level", "warning", "--no-access-log", app=app)
+    return group.start(name, command, settings), port
 
 
-async def wait_for_api(port: int, api: Child) -> None:
+async def wait_for_api(port: int, api: Child, health: str = "/health") -> None:
+    """Until the api answers 200 at `health` (any FastAPI app answers at /docs)."""
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=2) as client:
 
         async def healthy() -> bool:
             try:
-                return (await client.get("/health")).status_code == 200
+                return (await client.get(health)).status_code == 200
             except httpx.TransportError:
                 return False
 
-        await wait_until(healthy, f"{url}/health answers 200", [api])
+        await wait_until(healthy, f"{url}{health} answers 200", [api])
 
 
 async def start_workers(

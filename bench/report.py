@@ -2,10 +2,17 @@
 arq, the target and whether it was met."""
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from bench.workloads import Latencies, Stages, percentiles
+
+if TYPE_CHECKING:
+    from bench.sequential import SequentialFigures
+
+SEQUENTIAL_TARGET = 0.8
+"""Issue 24: one job at a time over HTTP, jobcache's api at least 0.8x the bare FastAPI app."""
 
 
 @dataclass
@@ -17,7 +24,8 @@ class Figures:
     """Jobs per second, by number of workers."""
     commands_per_job: dict[int, float] = field(default_factory=dict)
     """Redis commands per job during the throughput run, by number of workers."""
-    idle_commands_per_second: float = 0.0
+    idle_commands_per_second: float | None = None
+    """None when the idle phase did not run."""
     unfinished_reads: int = 0
     """HTTP only: GET ?wait answers that came back before the job had finished."""
     stages: list[Stages] = field(default_factory=list)
@@ -64,13 +72,15 @@ def rows(jobcache: Figures, internal: Figures, default: Figures, tuned: Figures)
     ) -> tuple[float, float, float]:
         return each(lambda figures: by_workers(figures)[workers])
 
-    table = [
-        Row("latency p50, ms", *each(lambda f: latency_ms(f, 50)), 2, "<= 5 ms"),
-        Row("latency p95, ms", *each(lambda f: latency_ms(f, 95)), 2),
-        Row("latency p99, ms", *each(lambda f: latency_ms(f, 99)), 2, "<= 25 ms"),
-    ]
-    table[0] = judged(table[0], table[0].jobcache <= 5)
-    table[2] = judged(table[2], table[2].jobcache <= 25)
+    table = []
+    if jobcache.latency is not None:
+        p50 = Row("latency p50, ms", *each(lambda f: latency_ms(f, 50)), 2, "<= 5 ms")
+        p99 = Row("latency p99, ms", *each(lambda f: latency_ms(f, 99)), 2, "<= 25 ms")
+        table += [
+            judged(p50, p50.jobcache <= 5),
+            Row("latency p95, ms", *each(lambda f: latency_ms(f, 95)), 2),
+            judged(p99, p99.jobcache <= 25),
+        ]
     for workers in sorted(jobcache.throughput):
         http = Row(
             f"throughput {workers}w HTTP, jobs/s",
@@ -107,13 +117,14 @@ def rows(jobcache: Figures, internal: Figures, default: Figures, tuned: Figures)
                 1,
             )
         )
-    idle = Row(
-        "idle Redis commands/s, 4 workers",
-        *each(lambda f: f.idle_commands_per_second),
-        1,
-        "<= 50/s",
-    )
-    table.append(judged(idle, idle.jobcache <= 50))
+    if jobcache.idle_commands_per_second is not None:
+        idle = Row(
+            "idle Redis commands/s, 4 workers",
+            *each(lambda f: f.idle_commands_per_second or 0.0),
+            1,
+            "<= 50/s",
+        )
+        table.append(judged(idle, idle.jobcache <= 50))
     return table
 
 
@@ -129,6 +140,7 @@ def render(
     arq_tuned: Figures,
     setup: Mapping[str, object],
     phases: Mapping[str, PhaseStats] | None,
+    sequential: "SequentialFigures | None" = None,
 ) -> str:
     table = rows(jobcache, internal, arq_default, arq_tuned)
     header = ("metric", "jobcache", "arq default", "arq tuned", "ratio", "target", "met?")
@@ -144,30 +156,82 @@ def render(
         )
         for row in table
     ]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
     lines = [", ".join(f"{name} {value}" for name, value in setup.items()), ""]
+    verdicts = {row.metric: row.met for row in table if row.met is not None}
+    if table:
+        lines += aligned(cells, left_from=5)
+        lines += [
+            "",
+            "ratio: jobcache / tuned bare arq. Bare arq columns are library-level (enqueue_job, "
+            "Job.result); 'internal' is jobcache's enqueue path and record wait in-process, no "
+            "HTTP.",
+        ]
+    if sequential is not None:
+        if table:
+            lines.append("")
+        sequential_lines, sequential_verdicts = sequential_table(sequential)
+        lines += sequential_lines
+        verdicts.update(sequential_verdicts)
+    missed = [metric for metric, met in verdicts.items() if not met]
+    lines.append(
+        f"targets met: {len(verdicts) - len(missed)} of {len(verdicts)}"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+    )
+    if jobcache.latency is not None:
+        lines += notes(jobcache)
+    if phases is not None:
+        lines += phase_details(phases)
+    return "\n".join(lines)
+
+
+def aligned(cells: Sequence[Sequence[str]], left_from: int) -> list[str]:
+    """The rows of a table, its header underlined; the first column and those from
+    `left_from` on are aligned left, the others (figures) right."""
+    widths = [max(len(line[column]) for line in cells) for column in range(len(cells[0]))]
+    lines = []
     for number, line in enumerate(cells):
         lines.append(
             "  ".join(
-                cell.ljust(width) if column == 0 or column >= 5 else cell.rjust(width)
+                cell.ljust(width) if column == 0 or column >= left_from else cell.rjust(width)
                 for column, (cell, width) in enumerate(zip(line, widths, strict=True))
             ).rstrip()
         )
         if number == 0:
             lines.append("  ".join("-" * width for width in widths))
-    judged = [row for row in table if row.met is not None]
-    missed = [row.metric for row in judged if not row.met]
-    lines += [
-        "",
-        "ratio: jobcache / tuned bare arq. Bare arq columns are library-level (enqueue_job, "
-        "Job.result); 'internal' is jobcache's enqueue path and record wait in-process, no HTTP.",
-        f"targets met: {len(judged) - len(missed)} of {len(judged)}"
-        + (f"; missed: {', '.join(missed)}" if missed else ""),
-    ]
-    lines += notes(jobcache)
-    if phases is not None:
-        lines += phase_details(phases)
-    return "\n".join(lines)
+    return lines
+
+
+def sequential_table(figures: "SequentialFigures") -> tuple[list[str], dict[str, bool]]:
+    """Jobs/s one job at a time over HTTP, each system's median round next to the bare app's;
+    jobcache in Redis mode is judged against the target."""
+    bare = figures.median(figures.baseline)
+    header = ("one job at a time over HTTP", "jobs/s", "rounds", "ratio", "target", "met?")
+    cells = [header]
+    verdicts = {}
+    for system, rounds in figures.jobs_per_second.items():
+        median = figures.median(system)
+        ratio = median / bare
+        judged_here = system == figures.judged
+        target = f">= {SEQUENTIAL_TARGET}x bare" if judged_here else "-"
+        met = ratio >= SEQUENTIAL_TARGET if judged_here else None
+        if met is not None:
+            verdicts[f"one at a time HTTP {system}"] = met
+        cells.append(
+            (
+                system,
+                f"{median:.0f}",
+                " ".join(f"{each:.0f}" for each in rounds),
+                f"{ratio:.2f}",
+                target,
+                {True: "yes", False: "NO", None: ""}[met],
+            )
+        )
+    lines = aligned(cells, left_from=4)
+    lines.append(
+        "ratio: each system's median round / the bare FastAPI app's (bench/bare_api.py: the "
+        "same two routes, no work); POST /jobs/echo, then GET ?wait, on one connection."
+    )
+    return lines, verdicts
 
 
 def notes(jobcache: Figures) -> list[str]:

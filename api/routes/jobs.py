@@ -13,12 +13,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from starlette.convertors import Convertor, register_url_convertor
 
 from api.auth import Caller
-from api.deps import (
-    CallerDep,
-    EventsDep,
-    RecordsDep,
-    ServicesDep,
-)
+from api.deps import CallDep, CallerDep, EventsDep, RecordsDep
 from api.methods import FallbackRoute
 from api.responses import answers
 from api.services import Services
@@ -63,6 +58,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 EVENT_STREAM_HEARTBEAT_SECONDS = 15.0
 
 
+def job_path(job_id: str) -> str:
+    """GET /jobs/{job_id}'s path: what `url_path_for("get_job", ...)` says, without a search
+    of every route per submit (a job id is URL-safe as it is)."""
+    return f"{router.prefix}/{job_id}"
+
+
 def record_response(
     record: JobRecord, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
@@ -98,8 +99,7 @@ JobId = Annotated[
 )
 async def get_job(
     job_id: JobId,
-    services: ServicesDep,
-    caller: CallerDep,
+    call: CallDep,
     wait: Annotated[
         float,
         Query(
@@ -110,6 +110,7 @@ async def get_job(
     ] = 0,
 ) -> Response:
     """The job's record: status, result or error, attempts, times and progress."""
+    services, caller = call.services, call.caller
     records, events = services.backend.records, services.backend.events
     if wait <= 0:
         return record_response(await read_record(records, job_id, caller))
@@ -135,13 +136,13 @@ async def get_job(
     response_model=JobView,
     responses=answers(401, 404, 409, 422, 503),
 )
-async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> JobRecord:
+async def cancel_job(job_id: JobId, call: CallDep) -> JobRecord:
     """Cancel a queued or running job: it is taken off the queue, or stopped where it runs,
     and its record, kept, says `cancelled`. A job that has finished cannot be cancelled."""
-    record = await cancellable_record(services, job_id, caller)
+    record = await cancellable_record(call.services, job_id, call.caller)
     if record.status.finished:
         raise JobAlreadyFinishedError(record.id, record.status.value)
-    return await cancel(services, record)
+    return await cancel(call.services, record)
 
 
 @router.delete(
@@ -153,9 +154,10 @@ async def cancel_job(job_id: JobId, services: ServicesDep, caller: CallerDep) ->
         **answers(401, 404, 422, 503),
     },
 )
-async def delete_job(job_id: JobId, services: ServicesDep, caller: CallerDep) -> Response:
+async def delete_job(job_id: JobId, call: CallDep) -> Response:
     """Delete the job's record, cancelling the job first if it has not finished; from then on
     every route of its id answers 404."""
+    services, caller = call.services, call.caller
     backend = services.backend
     record = await cancellable_record(services, job_id, caller)
     if not record.status.finished:

@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from api.deps import CallerDep, ServicesDep
+from api.deps import CallDep
 from api.responses import answers
 from shared.listing import CURSOR_PATTERN, MAX_LIMIT, JobFilter, Position, read_page
 from shared.records import JobStatus, JobView
@@ -29,8 +29,7 @@ class JobPage(BaseModel):
 
 @router.get("", response_model=JobPage, responses=answers(401, 422, 503))
 async def list_jobs(
-    services: ServicesDep,
-    caller: CallerDep,
+    call: CallDep,
     status: Annotated[
         JobStatus | None, Query(description="Only the jobs with this status.")
     ] = None,
@@ -57,10 +56,11 @@ async def list_jobs(
     bounded part of the list: with filters it may hold fewer than `limit` jobs while `next` is
     not null."""
     after = None if cursor is None else position_of(cursor)
+    backend = call.services.backend
     page = await read_page(
-        services.backend.listing,
-        services.backend.records,
-        caller.owner,
+        backend.listing,
+        backend.records,
+        call.caller.owner,
         after=after,
         limit=limit,
         only=JobFilter(status, name),

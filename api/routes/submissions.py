@@ -12,12 +12,12 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from api.auth import Caller
-from api.deps import CallerDep, ServicesDep
+from api.deps import Call, CallDep, ServicesDep
 from api.job_views import views_of
 from api.methods import FallbackRoute
 from api.observability import note_submitted
 from api.responses import answers
-from api.routes.jobs import record_response
+from api.routes.jobs import job_path, record_response
 from api.services import Services
 from shared.catalog import Catalog, JobType
 from shared.errors import UnknownJobTypeError
@@ -119,7 +119,7 @@ async def submit(
         )
     else:
         record = submitted.records[0]
-        location = {"Location": request.app.url_path_for("get_job", job_id=record.id)}
+        location = {"Location": job_path(record.id)}
         response = record_response(record, 200 if replayed else 202, {**location, **replayed})
     if not replayed:
         # Counted after the answer is sent: not on the hot path.
@@ -182,8 +182,10 @@ def submit_endpoint(
             ),
         ]
 
-    async def endpoint(**arguments: Any) -> Response:
-        return await submit(job_type, batch=batch, **arguments)
+    async def endpoint(call: Call, **arguments: Any) -> Response:
+        return await submit(
+            job_type, batch=batch, services=call.services, caller=call.caller, **arguments
+        )
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
@@ -191,10 +193,9 @@ def submit_endpoint(
             for name, annotation in (
                 ("parameters", body),
                 ("request", Request),
-                # One dependency for what the lifespan opened: each one more costs the hot
-                # path a resolution per request.
-                ("services", ServicesDep),
-                ("caller", CallerDep),
+                # One dependency for what the lifespan opened and who asks: each one more
+                # costs the hot path a resolution per request.
+                ("call", CallDep),
             )
         ]
         + [
