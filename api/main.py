@@ -22,7 +22,17 @@ from api.observability import (
 )
 from api.openapi import install_openapi
 from api.response_cache.factory import open_response_cache
-from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
+from api.routes import (
+    cached,
+    dashboard,
+    health,
+    jobs,
+    listing,
+    metrics,
+    queues,
+    schedules,
+    submissions,
+)
 from api.services import Services
 from api.startup_failure import EXPLAINED_STATE_KEY, quiet_explained_startup_failure
 from api.tracing import request_telemetry
@@ -129,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         metrics.router,
         dashboard.router,
+        queues.router,
     ):
         # The routes themselves, not the router: FastAPI matches an included router's routes
         # twice per request (to choose the router, then within it). They carry their prefix,

@@ -42,7 +42,10 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
 - `<ns>:queue:<queue>:health-check`, string: arq's worker health line (of a worker's first
   queue); lives an hour.
 - `<ns>:queue:<queue>:wakeup`, channel: the id of each job queued there (nothing, for a batch:
-  read the queue), for idle workers that serve that queue.
+  read the queue), for idle workers that serve that queue; `!paused` or `!resumed` when the
+  queue is paused or resumed.
+- `<ns>:paused-queues`, set: the names of the paused queues; no TTL (an operator resumes
+  them).
 - `<ns>:cancel`, channel: the id of each job a client cancelled, for its worker.
 - `<ns>:workers`, sorted set: live worker ids, scored by their last heartbeat; no TTL, stale
   members dropped by every heartbeat.
@@ -151,8 +154,14 @@ class Keys:
         return self.queue(queue) + health_check_key_suffix
 
     def wakeup_channel(self, queue: str) -> str:
-        """On which the api tells the idle workers of a queue that a job was queued there."""
+        """On which the api tells the idle workers of a queue that a job was queued there, or
+        that the queue was paused or resumed."""
         return f"{self.queue(queue)}:wakeup"
+
+    @property
+    def paused_queues(self) -> str:
+        """The names of the paused queues (POST /queues/{name}/pause)."""
+        return f"{self.namespace}:paused-queues"
 
     @property
     def cancel_channel(self) -> str:

@@ -31,11 +31,18 @@ class Subscription:
     """Calls `on_message` with each message's data, in the order they arrive."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, channel: str, on_message: Callable[[bytes], None]
+        self,
+        client: redis.asyncio.Redis,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        on_reconnected: Callable[[], None] | None = None,
     ) -> None:
+        """`on_reconnected`: called once the subscription reads again after it was lost (what
+        was published meanwhile is missed: state kept elsewhere is read again then)."""
         self._client = client
         self._channel = channel
         self._on_message = on_message
+        self._on_reconnected = on_reconnected
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -80,6 +87,7 @@ class Subscription:
             )  # fmt: skip
 
     async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
+        lost = False
         try:
             while True:
                 try:
@@ -89,8 +97,13 @@ class Subscription:
                 except (redis.RedisError, OSError) as error:
                     # redis-py subscribes again when it reconnects on the next read.
                     logger.warning("subscription to %s lost (%r)", self._channel, error)
+                    lost = True
                     await asyncio.sleep(RESUBSCRIBE_DELAY_SECONDS)
                     continue
+                if lost:
+                    lost = False
+                    if self._on_reconnected is not None:
+                        self._on_reconnected()
                 if message is not None:
                     self._hand_over(message["data"])
         finally:

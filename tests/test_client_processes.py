@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from jobcache_client import Client, Conflict, JobStatus, NotFound, ValidationError
+from jobcache_client import Client, Conflict, JobcacheError, JobStatus, NotFound, ValidationError
+from jobcache_client.cli import main as command_line
 from tests.deployments import Deployment, start_all
 from tests.processes import BIN, Api, api, child_environment, refusing_port
 
@@ -55,6 +56,42 @@ def test_the_sync_client_drives_the_local_mode(local_api: Api) -> None:
         with pytest.raises(ValidationError) as invalid:
             client.submit("sleep", {"seconds": "long"})
         assert [issue.loc for issue in invalid.value.issues] == [("body", "seconds")]
+
+
+def test_an_operator_pauses_and_resumes_a_queue_with_the_client_and_the_command(
+    tmp_path: Path, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment = child_environment(
+        {
+            "CACHE_BACKEND": "local",
+            "CACHE_NAMESPACE": namespace,
+            "CPU_WORKERS": "1",
+            "API_KEYS": "user-key",
+            "ADMIN_API_KEYS": "admin-key",
+        }
+    )
+    with api(environment, tmp_path / "api.log") as served:
+        with Client(served.url, "admin-key") as client:
+            assert client.pause_queue("default")["paused"] is True
+            job = client.submit("echo", {"message": "held"})
+            assert {queue["name"]: queue["paused"] for queue in client.queues()} == {
+                "default": True,
+                "cpu": False,
+            }
+            assert client.get(job.id).status is JobStatus.QUEUED
+        with Client(served.url, "user-key") as ordinary, pytest.raises(JobcacheError) as refused:
+            ordinary.resume_queue("default")
+        assert "admin" in str(refused.value)
+        command = ["--url", served.url, "--api-key", "admin-key"]
+        capsys.readouterr()
+        assert command_line([*command, "queues", "resume", "default"]) == 0
+        assert json.loads(capsys.readouterr().out)["paused"] is False
+        assert command_line([*command, "queues"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [queue["paused"] for queue in listed] == [False, False]
+        assert command_line([*command, "queues", "pause"]) == 2, "pause needs a name"
+        with Client(served.url, "admin-key") as client:
+            assert client.wait(job.id, timeout=10).result == {"message": "held"}
 
 
 def test_submit_many_and_list_against_the_local_mode(local_api: Api) -> None:

@@ -415,6 +415,8 @@ async def test_every_route_of_the_api_has_an_example() -> None:
 
 def template_of(path: str) -> str:
     """/jobs/Z3o0bXrT6F1bd9nJ3u3c1A/cancel and /jobs/{job_id}/cancel alike: /jobs/{}/cancel;
-    /jobs/echo and /jobs/{name}: /jobs/{name}."""
+    /jobs/echo and /jobs/{name}: /jobs/{name}; /queues/default/pause and
+    /queues/{name}/pause: /queues/{name}/pause."""
     path = re.sub(r"\{job_id\}|(?<=/jobs/)[A-Za-z0-9_-]{22}(?=/|$)", "{}", path)
+    path = re.sub(r"^/queues/[^/]+(?=/)", "/queues/{name}", path)
     return re.sub(r"^/jobs/(?!\{\})[^/]+", "/jobs/{name}", path)

@@ -69,6 +69,7 @@ from arq.worker import Worker
 
 from shared.connections import REDIS_FAILURES
 from shared.outages import ride_out_outages
+from shared.queue.base import PAUSED_MESSAGE, RESUMED_MESSAGE
 from shared.subscriptions import Subscription
 from worker.claims import Claimed, JobClaims
 from worker.job_ends import JobEnds
@@ -397,12 +398,21 @@ class QueueReads:
         self._turn = 0
         self._quiet: set[str] = set()
         self._full_read_at = 0.0
+        self.paused: set[str] = set()
+        """The keys of the queues served that are paused: no claim reads them."""
         self.listening: Callable[[], bool] = lambda: False
         """Whether wake-ups come: without them, every turn of the loop reads every queue."""
 
     def woken(self, queue: str) -> None:
         self._quiet.discard(queue)
         self._wakeup.set()
+
+    def pause(self, queue: str, paused: bool) -> None:
+        if paused:
+            self.paused.add(queue)
+        elif queue in self.paused:
+            self.paused.discard(queue)
+            self.woken(queue)
 
     def to_read(self) -> list[str]:
         now = time.monotonic()
@@ -412,7 +422,7 @@ class QueueReads:
         first = self._turn % len(self.queues)
         self._turn += 1
         turned = self.queues[first:] + self.queues[:first]
-        return [queue for queue in turned if queue not in self._quiet]
+        return [queue for queue in turned if queue not in self._quiet and queue not in self.paused]
 
     def reading(self) -> None:
         """A claim reads now: a wake-up that comes after this is not lost, and one that came
@@ -451,21 +461,58 @@ class QueueWaitingRedis(ArqRedis):
         ride_out_outages(self.connection_pool)
         self.reads = QueueReads(queues, fallback_poll)
         self._subscriptions: list[Subscription] = []
+        self._paused_key: str | None = None
+        self._names: dict[str, str] = {}
+        self._reading_paused: set[asyncio.Future[None]] = set()
         self.reads.listening = self._listening
 
-    async def listen_for_wakeups(self, channels: dict[str, str]) -> None:
+    async def listen_for_wakeups(
+        self,
+        channels: dict[str, str],
+        paused_key: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> None:
         """Subscribe to the wake-up channel of each queue served (`channels`: queue key to its
-        channel)."""
+        channel), which also says when a queue is paused or resumed; then read which are
+        paused (`paused_key`: the set of paused queue names; `names`: each queue key's name),
+        and again whenever a subscription comes back after it was lost."""
+        self._paused_key, self._names = paused_key, names or {}
         for queue in self.reads.queues:
-            subscription = Subscription(self, channels[queue], partial(self._woken, queue))
+            subscription = Subscription(
+                self, channels[queue], partial(self._woken, queue), self._read_paused_soon
+            )
             await subscription.start()
             self._subscriptions.append(subscription)
+        await self._read_paused()
+
+    async def _read_paused(self) -> None:
+        if self._paused_key is None:
+            return
+        paused = {name.decode() for name in await self.smembers(self._paused_key)}  # type: ignore[misc]
+        for queue in self.reads.queues:
+            self.reads.pause(queue, self._names.get(queue, queue) in paused)
+
+    def _read_paused_soon(self) -> None:
+        task = asyncio.ensure_future(self._read_paused())
+        self._reading_paused.add(task)
+        task.add_done_callback(self._read_paused_done)
+
+    def _read_paused_done(self, task: "asyncio.Future[None]") -> None:
+        self._reading_paused.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The next lost-and-found subscription reads again.
+            logger.warning("could not read the paused queues: %r", error)
+
+    def _woken(self, queue: str, message: bytes) -> None:
+        if message == PAUSED_MESSAGE:
+            self.reads.pause(queue, True)
+        elif message == RESUMED_MESSAGE:
+            self.reads.pause(queue, False)
+        else:
+            self.reads.woken(queue)
 
     def _listening(self) -> bool:
         return bool(self._subscriptions) and all(s.active for s in self._subscriptions)
-
-    def _woken(self, queue: str, job_id: bytes) -> None:
-        self.reads.woken(queue)
 
     async def stop_listening(self) -> None:
         for subscription in self._subscriptions:

@@ -123,7 +123,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     pool: QueueWaitingRedis = ctx["redis"]
     queues: list[str] = ctx["queues"]
     keys = settings.keys
-    await pool.listen_for_wakeups({keys.queue(name): keys.wakeup_channel(name) for name in queues})
+    await pool.listen_for_wakeups(
+        {keys.queue(name): keys.wakeup_channel(name) for name in queues},
+        keys.paused_queues,
+        {keys.queue(name): name for name in queues},
+    )
     resources.push_async_callback(pool.stop_listening)
     # Before the runner and the deliverer, which ask whether spans are exported.
     await resources.enter_async_context(open_tracing(WORKER_SERVICE))

@@ -182,6 +182,26 @@ async def recent_jobs(backend: Backend, caller: Caller) -> list[JobSummary]:
     return [summary(record) for record in found[:RECENT_SHOWN]]
 
 
+def queue_lines(depths: dict[str, QueueDepth], workers: list[WorkerStatus]) -> list[QueueLine]:
+    """Each queue's line, from its depth and the live workers' heartbeats."""
+    now = time.time()
+    lines = []
+    for queue, depth in depths.items():
+        waiting = waiting_jobs(queue, depth, workers)
+        lines.append(
+            QueueLine(
+                name=queue,
+                waiting=waiting,
+                running=running_jobs(queue, workers),
+                deferred=depth.deferred,
+                oldest_waiting_seconds=oldest_waiting(depth, now),
+                workers=serving(queue, workers),
+                busy_elsewhere=busy_elsewhere(queue, waiting, workers),
+            )
+        )
+    return lines
+
+
 def oldest_waiting(depth: QueueDepth, now: float) -> float | None:
     return None if depth.oldest_due_at is None else max(0.0, now - depth.oldest_due_at)
 
@@ -275,21 +295,7 @@ async def dashboard_state(
         history_view(backend.history, history_since),
         redis_answers(services),
     )
-    now = time.time()
-    queues = []
-    for queue, depth in depths.items():
-        waiting = waiting_jobs(queue, depth, workers)
-        queues.append(
-            QueueLine(
-                name=queue,
-                waiting=waiting,
-                running=running_jobs(queue, workers),
-                deferred=depth.deferred,
-                oldest_waiting_seconds=oldest_waiting(depth, now),
-                workers=serving(queue, workers),
-                busy_elsewhere=busy_elsewhere(queue, waiting, workers),
-            )
-        )
+    queues = queue_lines(depths, workers)
     shown = workers
     if caller.owner is not None:
         visible = {job.id for job in recent}

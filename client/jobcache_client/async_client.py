@@ -119,6 +119,19 @@ class AsyncClient(ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         """Cancel a queued or running job; its record, `cancelled`. Conflict if it finished."""
         return await self._run(operations.cancel(job_id))
 
+    async def queues(self) -> builtins.list[dict[str, Any]]:
+        """Every queue of the job types: paused or not, its waiting, running and deferred jobs
+        and the live workers serving it (an admin key, with API keys set)."""
+        return await self._run(operations.queues())
+
+    async def pause_queue(self, name: str) -> dict[str, Any]:
+        """Start no new job of the queue until it is resumed (it still takes jobs)."""
+        return await self._run(operations.steer_queue(name, "pause"))
+
+    async def resume_queue(self, name: str) -> dict[str, Any]:
+        """Start the queue's jobs again."""
+        return await self._run(operations.steer_queue(name, "resume"))
+
     async def delete(self, job_id: str) -> None:
         """Delete the job's record, cancelling the job first if it has not finished."""
         return await self._run(operations.delete(job_id))

@@ -159,6 +159,19 @@ def delete(client: Client, options: argparse.Namespace) -> int:
     return 0
 
 
+def queues(client: Client, options: argparse.Namespace) -> int:
+    """`queues`: list them; `queues pause NAME`, `queues resume NAME`: steer one."""
+    if options.action is None:
+        show(client.queues())
+    elif options.queue is None:
+        raise UsageError(f"queues {options.action} needs the queue's name")
+    elif options.action == "pause":
+        show(client.pause_queue(options.queue))
+    else:
+        show(client.resume_queue(options.queue))
+    return 0
+
+
 Command = Callable[[Client, argparse.Namespace], int]
 
 
@@ -228,6 +241,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--all", action="store_true", help="every page (ignores --cursor)")
     job_id(command("cancel", cancel, "cancel a queued or running job"))
     job_id(command("delete", delete, "delete a job's record (cancelling it first)"))
+    sub = command(
+        "queues", queues, "print the queues, or pause or resume one (an admin key, with keys)"
+    )
+    sub.add_argument("action", nargs="?", choices=["pause", "resume"], metavar="pause|resume")
+    sub.add_argument("queue", nargs="?", metavar="NAME")
     return main
 
 

@@ -223,6 +223,22 @@ def delete(job_id: str) -> Operation[None]:
     successful((yield Call("DELETE", job_path(job_id))))
 
 
+def queues() -> Operation[list[dict[str, Any]]]:
+    """GET /queues: each queue of the job types, paused or not, with its jobs and workers."""
+    listed = json_of((yield Call("GET", "/queues")))
+    if not isinstance(listed, list):
+        raise UnexpectedResponse(f"GET /queues answered {listed!r}")
+    return listed
+
+
+def steer_queue(name: str, action: str) -> Operation[dict[str, Any]]:
+    """POST /queues/{name}/pause or /resume (`action`); the queue as it is then."""
+    status = json_of((yield Call("POST", f"/queues/{quote(name, safe='')}/{action}")))
+    if not isinstance(status, dict):
+        raise UnexpectedResponse(f"POST /queues/{name}/{action} answered {status!r}")
+    return status
+
+
 class Listing:
     """Walking all pages of GET /jobs: the next page's call, until a page says it is the last."""
 

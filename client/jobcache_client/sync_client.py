@@ -117,6 +117,19 @@ class Client(ClientBase[httpx.Client, httpx.BaseTransport]):
         """Cancel a queued or running job; its record, `cancelled`. Conflict if it finished."""
         return self._run(operations.cancel(job_id))
 
+    def queues(self) -> builtins.list[dict[str, Any]]:
+        """Every queue of the job types: paused or not, its waiting, running and deferred jobs
+        and the live workers serving it (an admin key, with API keys set)."""
+        return self._run(operations.queues())
+
+    def pause_queue(self, name: str) -> dict[str, Any]:
+        """Start no new job of the queue until it is resumed (it still takes jobs)."""
+        return self._run(operations.steer_queue(name, "pause"))
+
+    def resume_queue(self, name: str) -> dict[str, Any]:
+        """Start the queue's jobs again."""
+        return self._run(operations.steer_queue(name, "resume"))
+
     def delete(self, job_id: str) -> None:
         """Delete the job's record, cancelling the job first if it has not finished."""
         return self._run(operations.delete(job_id))

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict
 from shared.catalog import DEFAULT_QUEUE
 from shared.records.model import JobRecord
 
+PAUSED_MESSAGE = b"!paused"
+RESUMED_MESSAGE = b"!resumed"
+"""What a queue's wake-up channel carries when it is paused or resumed (a job id otherwise)."""
+
 
 class QueuedJob(BaseModel):
     """A queued job as the worker receives it: what the Redis queue serialises (as JSON, the
@@ -71,6 +75,19 @@ class JobQueue(Protocol):
 
     async def cancel(self, job_id: str, queue: str) -> None:
         """Take the job off its queue, or stop it where it runs."""
+        ...
+
+    async def pause(self, queue: str) -> None:
+        """Start no new job of the queue (it still takes jobs, and its running ones end), in
+        every worker, until `resume`; it stays paused across restarts."""
+        ...
+
+    async def resume(self, queue: str) -> None:
+        """Start the queue's jobs again."""
+        ...
+
+    async def paused(self) -> set[str]:
+        """The names of the paused queues."""
         ...
 
     async def listen_for_cancels(self, stop: Callable[[str], object]) -> None:

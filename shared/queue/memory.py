@@ -3,8 +3,9 @@ so they are lost when the process stops; that is the trade the embedded default 
 needing no Redis."""
 
 import asyncio
+import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,10 +22,14 @@ class Delivery:
 
 class MemoryQueue:
     """Jobs due now in arrival order, whatever their queue (one embedded worker serves every
-    queue), and retries waiting for their delay."""
+    queue) but a paused one, and retries waiting for their delay."""
 
     def __init__(self) -> None:
-        self._due: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._due: dict[str, deque[tuple[int, Delivery]]] = {}
+        """Each queue's due deliveries, in the order they became due (numbered by `_order`)."""
+        self._order = itertools.count()
+        self._changed = asyncio.Event()
+        self._paused: set[str] = set()
         self._deferred: set[asyncio.TimerHandle] = set()
         self._waiting: dict[str, str] = {}
         """The queue of each job waiting to start."""
@@ -46,9 +51,35 @@ class MemoryQueue:
             await self.enqueue(job)
 
     def _put(self, delivery: Delivery) -> None:
-        self._due_by_queue[delivery.job.queue] += 1
-        self._due_since[delivery.job.id] = (delivery.job.queue, time.time())
-        self._due.put_nowait(delivery)
+        queue = delivery.job.queue
+        self._due_by_queue[queue] += 1
+        self._due_since[delivery.job.id] = (queue, time.time())
+        self._due.setdefault(queue, deque()).append((next(self._order), delivery))
+        self._changed.set()
+
+    async def pause(self, queue: str) -> None:
+        self._paused.add(queue)
+
+    async def resume(self, queue: str) -> None:
+        self._paused.discard(queue)
+        self._changed.set()
+
+    async def paused(self) -> set[str]:
+        return set(self._paused)
+
+    async def _next_due(self) -> Delivery:
+        """The delivery that became due first among the queues not paused."""
+        while True:
+            heads = [
+                (waiting[0][0], queue)
+                for queue, waiting in self._due.items()
+                if waiting and queue not in self._paused
+            ]
+            if heads:
+                _, queue = min(heads)
+                return self._due[queue].popleft()[1]
+            self._changed.clear()
+            await self._changed.wait()
 
     async def cancel(self, job_id: str, queue: str) -> None:
         waiting_on = self._waiting.pop(job_id, None)
@@ -71,7 +102,7 @@ class MemoryQueue:
     async def take(self) -> Delivery:
         """The next due job that was not cancelled while it waited."""
         while True:
-            delivery = await self._due.get()
+            delivery = await self._next_due()
             if delivery.job.id in self._cancelled:
                 self._cancelled.discard(delivery.job.id)
                 continue

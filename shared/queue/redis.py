@@ -14,7 +14,7 @@ from shared.catalog import DEFAULT_QUEUE
 from shared.connections import REDIS_FAILURES, calls_redis, client_options, explain_redis_error
 from shared.grouped_pipeline import GroupedPipeline
 from shared.keys import Keys, arq_job_key
-from shared.queue.base import QueuedJob
+from shared.queue.base import PAUSED_MESSAGE, RESUMED_MESSAGE, QueuedJob
 from shared.replication import ReplicaAcks, ReplicasBehindError
 from shared.settings import Settings
 from shared.subscriptions import Subscription
@@ -151,6 +151,25 @@ class RedisQueue:
             pipe.delete(arq_job_key(job_id))
             pipe.publish(self._keys.cancel_channel, job_id)
             await pipe.execute()
+
+    @calls_redis("pause a queue")
+    async def pause(self, queue: str) -> None:
+        async with self._pool.pipeline(transaction=False) as pipe:
+            pipe.sadd(self._keys.paused_queues, queue)
+            pipe.publish(self._keys.wakeup_channel(queue), PAUSED_MESSAGE)
+            await pipe.execute()
+
+    @calls_redis("resume a queue")
+    async def resume(self, queue: str) -> None:
+        async with self._pool.pipeline(transaction=False) as pipe:
+            pipe.srem(self._keys.paused_queues, queue)
+            pipe.publish(self._keys.wakeup_channel(queue), RESUMED_MESSAGE)
+            await pipe.execute()
+
+    @calls_redis("read the paused queues")
+    async def paused(self) -> set[str]:
+        names = await self._pool.smembers(self._keys.paused_queues)  # type: ignore[misc]
+        return {name.decode() for name in names}
 
     @calls_redis("subscribe to cancels")
     async def listen_for_cancels(self, stop: Callable[[str], object]) -> None:
