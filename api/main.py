@@ -22,7 +22,17 @@ from api.observability import (
 )
 from api.openapi import install_openapi
 from api.response_cache.factory import open_response_cache
-from api.routes import cached, dashboard, health, jobs, listing, metrics, schedules, submissions
+from api.routes import (
+    cached,
+    dashboard,
+    health,
+    jobs,
+    listing,
+    metrics,
+    retries,
+    schedules,
+    submissions,
+)
 from api.services import Services
 from api.startup_failure import EXPLAINED_STATE_KEY, QuietExplainedStartupFailure
 from api.tracing import request_telemetry
@@ -110,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestObserver)
     app.add_middleware(QuietExplainedStartupFailure)
     app.include_router(listing.router)
+    app.include_router(retries.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(cached.router)

@@ -45,6 +45,7 @@ class WorkerStatus(BaseModel):
     failed: int = 0
     retried: int = 0
     cancelled: int = 0
+    expired: int = 0
     metrics_address: str | None = None
     """host:port of the worker's metrics and health endpoint; None where there is none (the
     embedded worker, whose metrics are the api's)."""
@@ -78,7 +79,7 @@ class WorkerActivity:
         self._running: dict[str, tuple[str, int, datetime, str]] = {}
         """Each running job's name, attempt, start and queue; a RunningJob only in `status`,
         every heartbeat, not for every job."""
-        self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled"), 0)
+        self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled", "expired"), 0)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def started(self, record: JobRecord, queue: str = DEFAULT_QUEUE) -> None:
@@ -109,12 +110,13 @@ class WorkerActivity:
             return
         running = self._running.get(record.id)
         queue = running[3] if running is not None else DEFAULT_QUEUE
-        self.tally.count(queue, record.name, failed=outcome == "failed")
+        self.tally.count(queue, record.name, failed=outcome in ("failed", "expired"))
         self._ended(record, outcome)
         counter = {
             "succeeded": self.metrics.worker.jobs_succeeded,
             "failed": self.metrics.worker.jobs_failed,
             "cancelled": self.metrics.jobs_cancelled,
+            "expired": self.metrics.worker.jobs_expired,
         }.get(outcome)
         if counter is not None:
             self._child(counter, record.name).inc()
