@@ -13,7 +13,7 @@ import redis.asyncio
 from shared.connections import calls_redis
 from shared.errors import JobNotRetryableError
 from shared.failures.base import TAKE_PAGE
-from shared.keys import Keys, in_progress_key
+from shared.keys import Keys, in_progress_key, retry_key
 from shared.queue.base import QueuedJob
 
 LETTING_GO_WAIT = 5.0
@@ -64,6 +64,9 @@ class RedisKeptFailures:
             text, deleted, *_ = await pipe.execute()
         if text is None or not deleted:
             return None
+        # arq's count of the job's deliveries, left behind when its worker died before letting
+        # go of it (its lease ran out): the new run's attempts start over from 1.
+        await self._client.delete(retry_key(job_id))
         return QueuedJob.model_validate_json(text)
 
     @calls_redis("see whether a job's worker let go of it")
