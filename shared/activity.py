@@ -103,13 +103,15 @@ class WorkerActivity:
         self._ended(record, "retried")
         self._child(self.metrics.worker.jobs_retried, record.name).inc()
 
-    def finished(self, record: JobRecord) -> None:
-        """The job ended: `record` has its final status and finished_at."""
+    def finished(self, record: JobRecord, queue: str = DEFAULT_QUEUE) -> None:
+        """The job ended: `record` has its final status and finished_at; `queue` is the one it
+        came from, for a job that ended without starting (expired)."""
         outcome = record.status.value
         if outcome not in self._counts:
             return
         running = self._running.get(record.id)
-        queue = running[3] if running is not None else DEFAULT_QUEUE
+        if running is not None:
+            queue = running[3]
         self.tally.count(queue, record.name, failed=outcome in ("failed", "expired"))
         self._ended(record, outcome)
         counter = {

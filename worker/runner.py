@@ -344,7 +344,7 @@ class JobRunner:
             note_end(record)
             # The callback's span is a child of this attempt's.
             record.trace_context = current_trace_context() or record.trace_context
-        self._activity.finished(record)
+        self._activity.finished(record, job.queue)
         if record.callback is not None and self._callbacks is not None:
             # Before the end is recorded: a worker that dies in between leaves the callback
             # to another, which sends it once an attempt has recorded the end.
