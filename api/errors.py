@@ -19,9 +19,11 @@ from shared.errors import (
     IdempotentJobsUnavailableError,
     JobAlreadyFinishedError,
     JobNotFoundError,
+    JobNotRetryableError,
     QuotaExceededError,
     UnauthorizedError,
     UnknownJobTypeError,
+    UnknownQueueError,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,13 @@ async def unknown_job_type(request: Request, error: Exception) -> Response:
     assert isinstance(error, UnknownJobTypeError)
     return JSONResponse(
         status_code=404, content={"detail": str(error), "known_job_types": error.known}
+    )
+
+
+async def unknown_queue(request: Request, error: Exception) -> Response:
+    assert isinstance(error, UnknownQueueError)
+    return JSONResponse(
+        status_code=404, content={"detail": str(error), "known_queues": error.known}
     )
 
 
@@ -142,6 +151,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnknownJobTypeError, unknown_job_type)
     app.add_exception_handler(JobNotFoundError, job_not_found)
     app.add_exception_handler(JobAlreadyFinishedError, already_finished)
+    app.add_exception_handler(JobNotRetryableError, already_finished)
+    app.add_exception_handler(UnknownQueueError, unknown_queue)
     app.add_exception_handler(IdempotencyKeyReusedError, idempotency_key_reused)
     app.add_exception_handler(IdempotentJobsUnavailableError, idempotent_jobs_unavailable)
     app.add_exception_handler(CallbackRefusedError, callback_refused)

@@ -30,6 +30,7 @@ from api.routes import (
     listing,
     metrics,
     queues,
+    retries,
     schedules,
     submissions,
 )
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestObserver)
     for router in (
         listing.router,
+        retries.router,
         jobs.router,
         schedules.router,
         cached.router,

@@ -30,6 +30,9 @@ class ErrorBody(BaseModel):
     known_job_types: list[str] | SkipJsonSchema[None] = Field(
         default=None, description="With a 404 for an unknown job type: the declared ones."
     )
+    known_queues: list[str] | SkipJsonSchema[None] = Field(
+        default=None, description="With a 404 for an unknown queue: the declared job types' ones."
+    )
 
 
 RETRY_AFTER = {

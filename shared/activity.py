@@ -45,6 +45,7 @@ class WorkerStatus(BaseModel):
     failed: int = 0
     retried: int = 0
     cancelled: int = 0
+    expired: int = 0
     metrics_address: str | None = None
     """host:port of the worker's metrics and health endpoint; None where there is none (the
     embedded worker, whose metrics are the api's)."""
@@ -78,7 +79,7 @@ class WorkerActivity:
         self._running: dict[str, tuple[str, int, datetime, str]] = {}
         """Each running job's name, attempt, start and queue; a RunningJob only in `status`,
         every heartbeat, not for every job."""
-        self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled"), 0)
+        self._counts = dict.fromkeys(("succeeded", "failed", "retried", "cancelled", "expired"), 0)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         # Read when scraped, not written as each job starts and ends.
         self.metrics.worker.jobs_running.set_function(lambda: len(self._running))
@@ -103,19 +104,22 @@ class WorkerActivity:
         self._ended(record, "retried")
         self._child(self.metrics.worker.jobs_retried, record.name).inc()
 
-    def finished(self, record: JobRecord) -> None:
-        """The job ended: `record` has its final status and finished_at."""
+    def finished(self, record: JobRecord, queue: str = DEFAULT_QUEUE) -> None:
+        """The job ended: `record` has its final status and finished_at; `queue` is the one it
+        came from, for a job that ended without starting (expired)."""
         outcome = record.status.value
         if outcome not in self._counts:
             return
         running = self._running.get(record.id)
-        queue = running[3] if running is not None else DEFAULT_QUEUE
-        self.tally.count(queue, record.name, failed=outcome == "failed")
+        if running is not None:
+            queue = running[3]
+        self.tally.count(queue, record.name, failed=outcome in ("failed", "expired"))
         self._ended(record, outcome)
         counter = {
             "succeeded": self.metrics.worker.jobs_succeeded,
             "failed": self.metrics.worker.jobs_failed,
             "cancelled": self.metrics.jobs_cancelled,
+            "expired": self.metrics.worker.jobs_expired,
         }.get(outcome)
         if counter is not None:
             self._child(counter, record.name).inc()

@@ -1,7 +1,7 @@
 """The one way a process opens its backend: `open_backend` builds the object graph of its mode
 (records, job events, queue, quotas, overview, the dashboard's history, schedules, job lists,
-Idempotency-Keys, the outbox of callbacks, and the shared store of cached responses), on Redis
-or in memory, and closes it in reverse.
+Idempotency-Keys, the outbox of callbacks, the kept failures, and the shared store of cached
+responses), on Redis or in memory, and closes it in reverse.
 
 This is the only place that chooses between the backends; everything else talks to the ports.
 The api's lifespan and the worker's startup both open it, each in its role: the api fails fast
@@ -28,6 +28,9 @@ from shared.errors import BackendUnavailableError, ConfigurationError
 from shared.events.base import JobEvents
 from shared.events.memory import MemoryJobEvents
 from shared.events.redis import RedisJobEvents
+from shared.failures.base import KeptFailures
+from shared.failures.memory import MemoryKeptFailures
+from shared.failures.redis import RedisKeptFailures
 from shared.history.base import History
 from shared.history.memory import MemoryHistory
 from shared.history.redis import RedisHistory
@@ -87,6 +90,8 @@ class Backend:
     """The Idempotency-Keys of the last 24 hours and the jobs each made."""
     callbacks: CallbackOutbox
     """The callbacks of finished jobs until they are delivered (worker/deliveries.py)."""
+    failures: KeptFailures
+    """The jobs that ended failed, cancelled or expired, kept FAILED_JOB_TTL to be run again."""
     queue_client: redis.asyncio.Redis | None
     """A client of the queue's Redis (the arq pool), for health checks; None without Redis."""
 
@@ -173,6 +178,7 @@ async def _open_memory(
         listing=listing,
         idempotency=MemoryIdempotencyBook(),
         callbacks=MemoryCallbackOutbox(),
+        failures=MemoryKeptFailures(settings.failed_job_ttl),
         queue_client=None,
     )
     await stack.enter_async_context(in_process_worker(built, queue, overview))
@@ -250,6 +256,7 @@ async def _open_redis(
         listing=listing,
         idempotency=RedisIdempotencyBook(cache_client, keys),
         callbacks=callbacks,
+        failures=RedisKeptFailures(queue_client, keys, settings.failed_job_ttl),
         queue_client=queue_client,
     )
 

@@ -41,6 +41,24 @@ class JobAlreadyFinishedError(JobcacheError):
         super().__init__(f"job {job_id!r} has already finished ({status}); nothing to cancel")
 
 
+class JobNotRetryableError(JobcacheError):
+    """A client asked to run a job again that is not a kept failure: it has not ended failed,
+    cancelled or expired, or what it ran with is no longer kept (the message says which)."""
+
+    def __init__(self, job_id: str, why: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} cannot be run again: {why}")
+
+
+class UnknownQueueError(JobcacheError):
+    """A client named a queue that no declared job type uses."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown queue {name!r}; known queues: {', '.join(known)}")
+
+
 class BackendUnavailableError(JobcacheError):
     """Redis failed or did not answer: raised where the Redis backends call Redis, so that no
     caller needs to know redis-py's errors; the api answers it with 503 and Retry-After."""

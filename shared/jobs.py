@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A job type's name is a path segment of POST /jobs/{name} and a label of the metrics."""
+RESERVED_NAMES = frozenset(("retry",))
+"""Names no job type may have: POST /jobs/retry runs failed jobs again (api/routes/retries.py)."""
 QUEUE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 """A queue's name is part of Redis keys and a label of the metrics."""
 OPTIONS = (
@@ -107,6 +109,11 @@ def job(
             raise ConfigurationError(
                 f"{where}: name {declared_name!r} has 22 characters, as a job id has: "
                 f"/jobs/{declared_name} would read as a job's path; choose a shorter or longer name"
+            )
+        if declared_name in RESERVED_NAMES:
+            raise ConfigurationError(
+                f"{where}: name {declared_name!r} is taken by a route of the api "
+                f"(POST /jobs/{declared_name}); choose another"
             )
         check_options(where, timeout=timeout, retries=retries, retry_delay=retry_delay)
         if result_ttl is not None and result_ttl <= 0:

@@ -70,6 +70,15 @@ On the queue's Redis (REDIS_QUEUE_DB; it must never evict):
   `first_attempt_ms`, `lease` (the token of the claim delivering it, or empty), `waiting` (1
   while it waits for its job's end to be written) and `scheduled_ms`; no TTL, deleted with its
   member of `<ns>:callbacks` (within WEBHOOK_RETRY_FOR of its first attempt).
+- `<ns>:failed:{<queue>}`, sorted set: the kept failures of one queue (jobs that ended
+  failed, cancelled or expired; shared/failures/redis.py), job ids scored by when they ended
+  (ms); `<ns>:failed:{<queue>}:type:<name>`, sorted set: the same of one job type of it. Both
+  trimmed of entries older than FAILED_JOB_TTL as each failure is kept, and expire
+  FAILED_JOB_TTL after the last one; a job run again (POST /jobs/{id}/retry) leaves them.
+- `<ns>:failed:{<queue>}:job:<id>`, string: one kept failure as it was queued (JSON of the
+  QueuedJob: its parameters, owner, callback), so that it can be run again; lives
+  FAILED_JOB_TTL, deleted when it is run again. The `{<queue>}` hash tag keeps a queue's
+  failures in one slot of a Redis Cluster: keeping one and taking one back are one MULTI.
 - `<ns>:callbacks:ready`, channel: the id of each job whose callback the api made ready (a
   cancel), for the workers' deliverers.
 
@@ -218,6 +227,18 @@ class Keys:
     def callback(self, job_id: str) -> str:
         """One callback of the outbox (a hash); `callback("")` is the prefix of them all."""
         return f"{self.namespace}:callback:{job_id}"
+
+    def failed_jobs(self, queue: str) -> str:
+        """The kept failures of one queue, by end time; `{queue}` is their hash tag."""
+        return f"{self.namespace}:failed:{{{queue}}}"
+
+    def failed_jobs_of_type(self, queue: str, name: str) -> str:
+        """The kept failures of one job type (of `queue`, its job type's), by end time."""
+        return f"{self.failed_jobs(queue)}:type:{name}"
+
+    def failed_job(self, queue: str, job_id: str) -> str:
+        """One kept failure as it was queued, in its queue's slot."""
+        return f"{self.failed_jobs(queue)}:job:{job_id}"
 
     @property
     def callbacks_ready_channel(self) -> str:

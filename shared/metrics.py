@@ -39,7 +39,7 @@ QUEUE_WAIT_BUCKETS = (
 )  # fmt: skip
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
+OUTCOMES = ("succeeded", "failed", "retried", "cancelled", "expired")
 """How an attempt can end, as the job duration histogram labels it."""
 CALLBACK_OUTCOMES = ("delivered", "retried", "failed", "dropped")
 """How a callback attempt can end (jobcache_callback_deliveries_total)."""
@@ -255,6 +255,13 @@ class WorkerFamilies:
             job_types,
             "jobcache_jobs_failed",
             "Jobs that failed for good in this process.",
+        )
+        self.jobs_expired = per_job_type(
+            registry,
+            job_types,
+            "jobcache_jobs_expired",
+            "Jobs that ended expired in this process: not started before their deadline "
+            "(expires_in).",
         )
         self.jobs_retried = per_job_type(
             registry,

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     cache_ttl: int = Field(
         default=300, gt=0, description="Seconds a job record or cached response is kept."
     )
+    failed_job_ttl: int = Field(
+        default=7 * 24 * 60 * 60,
+        gt=0,
+        description="Seconds a job that ended failed, cancelled or expired is kept, its record "
+        "and its parameters, so that it can be read and run again (POST /jobs/{id}/retry), "
+        "whatever CACHE_TTL says.",
+    )
     response_cache_near_seconds: float = Field(
         default=1.0,
         ge=0,

@@ -62,11 +62,13 @@ async def submit_jobs(
     idempotency: IdempotentRequest | None = None,
     scheduled_for: datetime | None = None,
     callback_url: str | None = None,
+    expires_at: datetime | None = None,
 ) -> Submitted:
     """Admit, record and enqueue one job per parameter set, all or none. `parameter_sets` are
     JSON data, already valid for the job type; `owner` is the submitting API key's digest,
     whose `limits` apply; `scheduled_for` is the due time of a scheduled run; `callback_url`,
-    already accepted (shared/webhooks/policy.py), is called back when each job finishes."""
+    already accepted (shared/webhooks/policy.py), is called back when each job finishes;
+    `expires_at`: the jobs' deadline, past which one not started ends `expired`."""
     job_ids = [new_job_id() for _ in parameter_sets]
     if idempotency is not None:
         earlier = await claim(backend, idempotency, owner, job_ids)
@@ -78,7 +80,14 @@ async def submit_jobs(
             await backend.quotas.admit_many(owner, job_ids, limits)
             admitted = job_ids
         records = await record_and_enqueue(
-            backend, job_type, parameter_sets, job_ids, owner, scheduled_for, callback_url
+            backend,
+            job_type,
+            parameter_sets,
+            job_ids,
+            owner,
+            scheduled_for,
+            callback_url,
+            expires_at,
         )
     except BaseException:
         await take_back(backend, owner, admitted, idempotency)
@@ -109,6 +118,7 @@ async def record_and_enqueue(
     owner: str | None,
     scheduled_for: datetime | None,
     callback_url: str | None = None,
+    expires_at: datetime | None = None,
 ) -> list[JobRecord]:
     """Record the jobs as queued, then enqueue them on their job type's queue; a failed
     enqueue leaves no record behind. Each job carries the current span's trace context (the
@@ -123,6 +133,7 @@ async def record_and_enqueue(
             scheduled_for=scheduled_for,
             callback=Callback(url=callback_url) if callback_url is not None else None,
             trace_context=trace_context,
+            expires_at=expires_at,
         )
         for job_id in job_ids
     ]

@@ -121,7 +121,9 @@ async def finished_record(
         response = await client.get(f"/jobs/{job_id}")
         assert response.status_code == 200, response.text
         record: dict[str, Any] = response.json()
-        return record if record["status"] in ("succeeded", "failed", "cancelled") else None
+        return (
+            record if record["status"] in ("succeeded", "failed", "cancelled", "expired") else None
+        )
 
     result: dict[str, Any] = await eventually(check, within)
     return result

@@ -17,7 +17,7 @@ REDIS_PORT = 6379
 QUEUE_DB = 0
 CACHE_DB = 1
 ARQ_KEY_PREFIXES = ("arq:job:", "arq:in-progress:", "arq:retry:", "arq:result:")
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "expired")
 
 
 @dataclass

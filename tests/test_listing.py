@@ -185,11 +185,12 @@ async def test_a_deleted_job_leaves_the_list(mode: str, namespace: str) -> None:
 async def test_the_list_forgets_jobs_whose_records_expired(mode: str, namespace: str) -> None:
     """Records kept 1 s after their jobs end: once they are gone, a read of the list takes
     their entries out, and the index is as small as before."""
-    async with served_for(settings_in(mode, namespace, cache_ttl=1)) as (services, client):
+    settings = settings_in(mode, namespace, cache_ttl=1, failed_job_ttl=1)
+    async with served_for(settings) as (services, client):
         listing = services.backend.listing
         job_ids = await submit_batch(client, 5)
         for job_id in job_ids:
-            if mode == "redis":  # no worker: ended by a cancel, which keeps it CACHE_TTL
+            if mode == "redis":  # no worker: ended by a cancel, kept FAILED_JOB_TTL
                 assert (await client.post(f"/jobs/{job_id}/cancel")).status_code == 200
             else:
                 await finished_record(client, job_id)

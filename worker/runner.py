@@ -2,14 +2,16 @@
 
 This is the boundary between job code and the service: whatever the job raises becomes a
 failed record with a readable error (or a retry, when the job type allows one). Both the arq
-worker and the embedded worker of the local mode run jobs through it.
+worker and the embedded worker of the local mode run jobs through it. A job past its deadline
+(`?expires_in=`) ends `expired` here instead of starting; one that ends failed, cancelled or
+expired is kept with its parameters for FAILED_JOB_TTL (shared/failures/), to be run again.
 """
 
 import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,11 +24,13 @@ from shared.backend import Backend
 from shared.callbacks import CallbackOutbox
 from shared.catalog import JobType
 from shared.errors import JobFailedError, RetryableJobError
+from shared.failures import KeptFailures
 from shared.logs import job_event
 from shared.queue import QueuedJob
 from shared.quotas import QuotaLedger
 from shared.records import (
     CANCELLED_MESSAGE,
+    EXPIRED_MESSAGE,
     Callback,
     JobRecord,
     JobStatus,
@@ -105,8 +109,11 @@ class JobRunner:
         quotas: QuotaLedger | None = None,
         callbacks: CallbackOutbox | None = None,
         stop: StopDeadline | None = None,
+        failures: KeptFailures | None = None,
     ) -> None:
         self._records = records
+        # Where a job that ends failed, cancelled or expired is kept, to be run again.
+        self._failures = failures
         # When a stopping worker gives up putting a job back (its lease then frees the job).
         self._stop = stop if stop is not None else StopDeadline()
         # A job with a callback_url has it put in the outbox before its end is recorded.
@@ -152,6 +159,8 @@ class JobRunner:
             scheduled_for=job.scheduled_for,
             callback=Callback(url=job.callback_url) if job.callback_url is not None else None,
             trace_context=job.trace_context,
+            expires_at=job.expires_at,
+            previous_errors=list(job.previous_errors),
         )
         cut_short = False
         if attempt > 1:
@@ -168,6 +177,7 @@ class JobRunner:
             return await self._finish(
                 record,
                 ttl,
+                job,
                 error=f"gave up after {attempt - 1} attempts: each ended without an outcome "
                 "(its worker stopped, or could not record it)",
             )
@@ -179,11 +189,21 @@ class JobRunner:
                 extra=job_event("job.redelivered", job_id, job_type.name, attempt=attempt),
             )  # fmt: skip
             self._activity.redelivered(record)
+        if attempt == 1 and job.expires_at is not None and utcnow() >= job.expires_at:
+            # Never started, and too late to: it ends instead of running late.
+            logger.info(
+                "job %s (%s) expired before it started", job_id, job_type.name,
+                extra=job_event("job.expired", job_id, job_type.name, attempt=attempt),
+            )  # fmt: skip
+            record.attempts = 0
+            return await self._finish(
+                record, ttl, job, error=EXPIRED_MESSAGE, status=JobStatus.EXPIRED
+            )
         task = asyncio.current_task()
         assert task is not None
         self._running[job_id] = task
         try:
-            return await self._attempt(job_type, record, ttl, job.parameters)
+            return await self._attempt(job_type, record, ttl, job)
         except asyncio.CancelledError:
             if job_id not in self._cancel_requested:
                 # The worker is stopping: the job goes back to the queue and runs again.
@@ -199,7 +219,7 @@ class JobRunner:
                 extra=job_event("job.cancelled", job_id, job_type.name, attempt=attempt),
             )  # fmt: skip
             return await self._finish(
-                record, ttl, error=CANCELLED_MESSAGE, status=JobStatus.CANCELLED
+                record, ttl, job, error=CANCELLED_MESSAGE, status=JobStatus.CANCELLED
             )
         finally:
             self._activity.ended(job_id)
@@ -219,7 +239,7 @@ class JobRunner:
             await self._quotas.release(record.owner, record.id)
 
     async def _attempt(
-        self, job_type: JobType, record: JobRecord, ttl: int, parameters: Mapping[str, Any]
+        self, job_type: JobType, record: JobRecord, ttl: int, job: QueuedJob
     ) -> Outcome:
         record.status = JobStatus.RUNNING
         record.started_at = utcnow()
@@ -235,20 +255,20 @@ class JobRunner:
         started = time.monotonic()
         context = AttemptContext(record, writer, ttl, self._cpu_pool)
         try:
-            typed_parameters = job_type.parameters.model_validate(parameters)
+            typed_parameters = job_type.parameters.model_validate(job.parameters)
             async with asyncio.timeout(job_type.timeout):
                 result = await job_type(typed_parameters, context)
         except Exception as error:  # the job boundary: any failure becomes a readable record
-            return await self._failed(job_type, record, ttl, error, started)
+            return await self._failed(job_type, record, ttl, job, error, started)
         try:
             data = encode_result(job_type, result)
         except ValidationError as error:
             return await self._finish(
-                record, ttl, error=f"result does not match {job_type.result.__name__}: {error}"
+                record, ttl, job, error=f"result does not match {job_type.result.__name__}: {error}"
             )
         except (ValueError, TypeError) as error:
             return await self._finish(
-                record, ttl, error=f"result could not be encoded as JSON: {error}"
+                record, ttl, job, error=f"result could not be encoded as JSON: {error}"
             )
         duration = time.monotonic() - started
         if logger.isEnabledFor(logging.INFO):
@@ -259,13 +279,14 @@ class JobRunner:
                     attempt=record.attempts, duration=duration,
                 ),
             )  # fmt: skip
-        return await self._finish(record, ttl, result=data)
+        return await self._finish(record, ttl, job, result=data)
 
     async def _failed(
         self,
         job_type: JobType,
         record: JobRecord,
         ttl: int,
+        job: QueuedJob,
         error: BaseException,
         started: float,
     ) -> Outcome:
@@ -297,12 +318,13 @@ class JobRunner:
                 attempt=record.attempts, duration=duration,
             ),
         )  # fmt: skip
-        return await self._finish(record, ttl, error=message)
+        return await self._finish(record, ttl, job, error=message)
 
     async def _finish(
         self,
         record: JobRecord,
         ttl: int,
+        job: QueuedJob,
         *,
         result: Any = None,
         error: str | None = None,
@@ -322,7 +344,7 @@ class JobRunner:
             note_end(record)
             # The callback's span is a child of this attempt's.
             record.trace_context = current_trace_context() or record.trace_context
-        self._activity.finished(record)
+        self._activity.finished(record, job.queue)
         if record.callback is not None and self._callbacks is not None:
             # Before the end is recorded: a worker that dies in between leaves the callback
             # to another, which sends it once an attempt has recorded the end.
@@ -331,6 +353,11 @@ class JobRunner:
             # Before the end is recorded: a client that sees the job finished may submit
             # again at once, and must find its slot free (seen: a 429 right after a ?wait).
             await self._quotas.release(record.owner, record.id)
+        if status.kept_failure and self._failures is not None:
+            # Before the end is recorded, as the callback and the quota are: whoever sees the
+            # job failed may run it again at once. Its record is kept as long.
+            ttl = max(ttl, self._failures.ttl)
+            await self._failures.keep(job, record.finished_at)
         await self._writer(record.id).put(record, ttl)
         return Finished()
 
@@ -353,7 +380,13 @@ async def running_jobs(
     cpu_pool = create_cpu_pool(settings.cpu_workers)
     try:
         runner = JobRunner(
-            backend.records, cpu_pool, activity, backend.quotas, backend.callbacks, stop
+            backend.records,
+            cpu_pool,
+            activity,
+            backend.quotas,
+            backend.callbacks,
+            stop,
+            backend.failures,
         )
         await backend.queue.listen_for_cancels(runner.cancel)
         yield runner

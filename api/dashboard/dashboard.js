@@ -1,5 +1,6 @@
 // The jobcache dashboard: polls GET /dashboard/state every second and redraws the page; a
-// clicked job's record is read from GET /jobs/{id} on each tick until it has finished.
+// clicked job's record is read from GET /jobs/{id} on each tick until it has finished. A kept
+// failure's Retry button runs it again (POST /jobs/{id}/retry) and follows its record.
 // The charts are the backend's history of the last hour: the first answer holds all of it, so
 // the first paint draws it; later polls ask only for the intervals since the last answer.
 // Plain browser JavaScript: no build step, no library, nothing fetched from elsewhere.
@@ -11,7 +12,7 @@ const HOUR_MS = 3600 * 1000;
 const RATE_WINDOW_MS = 60 * 1000;
 const TYPE_RECENT_MS = 5 * 60 * 1000;
 const KEY_STORAGE = "jobcache-api-key";
-const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+const FINISHED = new Set(["succeeded", "failed", "cancelled", "expired"]);
 const COLORS = { finished: "#2f6fde", failed: "#c8372d", waiting: "#b7791f", axis: "#687385", grid: "#e3e7ee" };
 
 const view = {
@@ -411,6 +412,56 @@ function renderJobs(state, now) {
   $("no-jobs").hidden = state.recent.length > 0;
 }
 
+function retryButton(job) {
+  const button = element("button", { type: "button", className: "retry", dataset: { jobId: job.id } }, "Retry");
+  button.addEventListener("click", async (event) => {
+    event.stopPropagation();
+    button.disabled = true;
+    const message = $("kept-message");
+    try {
+      const response = await fetch(`/jobs/${encodeURIComponent(job.id)}/retry`, {
+        method: "POST",
+        headers: requestHeaders(),
+        cache: "no-store",
+      });
+      const body = await response.json();
+      if (!response.ok) throw new Error(typeof body.detail === "string" ? body.detail : `answered ${response.status}`);
+      message.textContent = `Job ${job.id} (${job.name}) queued again.`;
+      message.dataset.state = "ok";
+      select(job.id);
+    } catch (problem) {
+      message.textContent = `Could not run ${job.id} again: ${problem.message}`;
+      message.dataset.state = "bad";
+      button.disabled = false;
+    }
+    message.hidden = false;
+  });
+  return button;
+}
+
+function renderKept(state, now) {
+  const body = $("kept").tBodies[0];
+  body.replaceChildren(
+    ...state.kept_failures.map((job) => {
+      const status = element("span", { className: "status", dataset: { status: job.status } }, job.status);
+      const row = element(
+        "tr",
+        { dataset: { jobId: job.id, status: job.status } },
+        element("td", {}, showJobButton(job)),
+        element("td", {}, job.name),
+        element("td", {}, status),
+        element("td", {}, job.error ? element("span", { className: "error" }, job.error) : null),
+        element("td", {}, job.finished_at ? ago(job.finished_at, now) : "–"),
+        element("td", { className: "number" }, `${job.attempts} / ${job.max_attempts}`),
+        element("td", {}, retryButton(job)),
+      );
+      row.addEventListener("click", () => select(job.id));
+      return row;
+    }),
+  );
+  $("no-kept").hidden = state.kept_failures.length > 0;
+}
+
 function render(state) {
   const now = Date.parse(state.generated_at);
   $("deployment").textContent = `${state.backend} mode · namespace ${state.namespace}`;
@@ -421,6 +472,7 @@ function render(state) {
   renderTypes(now);
   renderWorkers(state, now);
   renderJobs(state, now);
+  renderKept(state, now);
   drawCharts(now);
 }
 

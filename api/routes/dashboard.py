@@ -50,6 +50,11 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
 }
 RECENT_SHOWN = 50
+KEPT_SHOWN = 50
+"""The caller's kept failures the page lists, newest first."""
+KEPT_READ = 200
+"""The newest kept failures of each queue read to find the caller's among them (of every API
+key's): the page lists the recent ones, GET /jobs?status=failed pages through the rest."""
 ERROR_SHOWN = 300
 """Characters of a failed job's error in the list; the whole record is one click away."""
 
@@ -100,7 +105,7 @@ class HealthView(BaseModel):
 
 class Ended(BaseModel):
     finished: int
-    """Jobs that ended (succeeded, failed or cancelled)."""
+    """Jobs that ended (succeeded, failed, cancelled or expired)."""
     failed: int
 
 
@@ -137,6 +142,9 @@ class DashboardState(BaseModel):
     queues: list[QueueLine]
     workers: list[WorkerStatus]
     recent: list[JobSummary]
+    kept_failures: list[JobSummary]
+    """The caller's jobs that ended failed, cancelled or expired and are kept to be run again
+    (POST /jobs/{id}/retry), newest end first."""
     history: HistoryView
     """The last hour's figures (or those since `history_since`), kept by the backend."""
 
@@ -200,6 +208,25 @@ def queue_lines(depths: dict[str, QueueDepth], workers: list[WorkerStatus]) -> l
             )
         )
     return lines
+
+
+async def kept_failures(backend: Backend, queues: list[str], caller: Caller) -> list[JobSummary]:
+    """The caller's own kept failures among the newest of each queue, newest end first: those
+    it may run again."""
+    failures = backend.failures
+    found: list[str] = []
+    for queue in queues:
+        ids = await failures.newest(queue, count=KEPT_READ)
+        found += [
+            job.id for job in await failures.get_many(queue, ids) if job.owner == caller.owner
+        ]
+    records = [
+        record
+        for record in await backend.records.get_many(found)
+        if record.owner == caller.owner and record.status.kept_failure
+    ]
+    records.sort(key=lambda record: record.finished_at or record.created_at, reverse=True)
+    return [summary(record) for record in records[:KEPT_SHOWN]]
 
 
 def oldest_waiting(depth: QueueDepth, now: float) -> float | None:
@@ -282,16 +309,18 @@ async def dashboard_state(
     ] = None,
 ) -> DashboardState:
     """Everything the dashboard shows, in one answer: health, queues, live workers with the
-    jobs each runs, the last submitted jobs (newest first) and the history of the last hour.
+    jobs each runs, the last submitted jobs (newest first), the kept failures (failed,
+    cancelled or expired, to be run again) and the history of the last hour.
     With API keys, a key's own jobs only (and the scheduled runs); the ids of others' running
     jobs are blank."""
     backend = services.backend
     catalog = services.catalog
     # The workers first: a queue holds its running jobs too, which are not waiting.
     workers = await backend.overview.workers()
-    depths, recent, history, redis_ok = await asyncio.gather(
+    depths, recent, kept, history, redis_ok = await asyncio.gather(
         backend.overview.queue_depths(catalog.queues, running_job_ids(workers)),
         recent_jobs(backend, caller),
+        kept_failures(backend, catalog.queues, caller),
         history_view(backend.history, history_since),
         redis_answers(services),
     )
@@ -317,5 +346,6 @@ async def dashboard_state(
         queues=queues,
         workers=shown,
         recent=recent,
+        kept_failures=kept,
         history=history,
     )

@@ -209,11 +209,10 @@ async def cancel(services: Services, record: JobRecord, *, call_back: bool = Tru
         # Before the end is recorded, as a worker's runner does: whoever sees it cancelled may
         # submit again at once.
         await backend.quotas.release(record.owner, record.id)
-    await records.put(
-        record,
-        records.ttl_for(job_type.result_ttl if job_type else None),
-        replace_only=True,
-    )
+    # Kept as a failure is, whatever CACHE_TTL says (a worker stopping the job keeps it with
+    # its parameters, to be run again: shared/failures/).
+    ttl = records.ttl_for(job_type.result_ttl if job_type else None)
+    await records.put(record, max(ttl, backend.failures.ttl), replace_only=True)
     if callback is not None:
         await backend.callbacks.ready(record.id)
     logger.info(
@@ -271,8 +270,8 @@ async def record_updates(
     responses={
         200: {
             "description": "Server-sent events, each a job record (`data:`, a JobView as "
-            "JSON) named by its status (`event:`: queued, running, succeeded, failed or "
-            "cancelled); comment lines keep a quiet stream alive.",
+            "JSON) named by its status (`event:`: queued, running, succeeded, failed, "
+            "cancelled or expired); comment lines keep a quiet stream alive.",
             "content": {"text/event-stream": EVENT_STREAM},
         },
         **answers(401, 404, 422, 503),

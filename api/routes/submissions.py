@@ -3,6 +3,7 @@ with its parameter model as the body, an Idempotency-Key and a callback_url."""
 
 import inspect
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from types import GenericAlias
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from shared.catalog import Catalog, JobType
 from shared.errors import UnknownJobTypeError
 from shared.idempotency import KEY_PATTERN, IdempotentRequest
 from shared.quotas import Limits
+from shared.records import UNFINISHED_RECORD_TTL, utcnow
 from shared.submission import submit_jobs
 from shared.webhooks.addresses import MAX_URL_LENGTH
 from shared.webhooks.policy import CallbackPolicy
@@ -43,8 +45,19 @@ CallbackUrl = Annotated[
     Query(
         max_length=MAX_URL_LENGTH,
         description="An http(s) URL to POST the job's record to when it has finished "
-        "(succeeded, failed or cancelled), signed as Standard Webhooks says; its host must be "
-        "in WEBHOOK_ALLOWED_HOSTS. The record's `callback` shows how the delivery goes.",
+        "(succeeded, failed, cancelled or expired), signed as Standard Webhooks says; its host "
+        "must be in WEBHOOK_ALLOWED_HOSTS. The record's `callback` shows how the delivery goes.",
+    ),
+]
+ExpiresIn = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=UNFINISHED_RECORD_TTL,
+        description="The job's deadline, in seconds from now (at most a day, the longest a job "
+        "may wait to start): a job not started by then ends "
+        "`expired` (its callback is called, its quota released, its record kept as a failure) "
+        "instead of running late. A batch's jobs share it.",
     ),
 ]
 REPLAYED = {"Idempotent-Replayed": "true"}
@@ -92,6 +105,7 @@ async def submit(
     caller: Caller,
     idempotency_key: str | None,
     callback_url: str | None,
+    expires_in: float | None,
 ) -> Response:
     """Admit the job (a batch: every job, all or none) under the caller's quotas, then record
     and enqueue it; a repeat of an idempotent request gets the jobs it made instead."""
@@ -110,6 +124,7 @@ async def submit(
         limits=quota_limits(services),
         idempotency=idempotent(idempotency_key, job_type, payload, request),
         callback_url=accepted_callback(services, callback_url),
+        expires_at=None if expires_in is None else utcnow() + timedelta(seconds=expires_in),
     )
     replayed = REPLAYED if submitted.replayed else {}
     if batch:
@@ -209,6 +224,12 @@ def submit_endpoint(
                 "callback_url",
                 inspect.Parameter.KEYWORD_ONLY,
                 annotation=CallbackUrl,
+                default=None,
+            ),
+            inspect.Parameter(
+                "expires_in",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=ExpiresIn,
                 default=None,
             ),
         ]

@@ -5,6 +5,7 @@ from jobcache_client.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
+    Forbidden,
     Issue,
     JobcacheError,
     NotFound,
@@ -20,7 +21,7 @@ from jobcache_client.errors import (
     ValidationError,
     WaitTimeout,
 )
-from jobcache_client.jobs import Callback, Job, JobPage, JobStatus, Progress
+from jobcache_client.jobs import Callback, Job, JobPage, JobStatus, Progress, RetriedJobs
 from jobcache_client.retries import RetryPolicy
 from jobcache_client.sync_client import Client
 from jobcache_client.version import __version__
@@ -32,6 +33,7 @@ __all__ = [
     "Client",
     "Conflict",
     "ConnectionFailed",
+    "Forbidden",
     "Issue",
     "Job",
     "JobPage",
@@ -41,6 +43,7 @@ __all__ = [
     "PayloadTooLarge",
     "Progress",
     "RateLimited",
+    "RetriedJobs",
     "RetryPolicy",
     "ServerError",
     "StatusError",

@@ -3,6 +3,7 @@
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -11,7 +12,7 @@ from httpx_sse import EventSource
 
 from jobcache_client import operations
 from jobcache_client.base import ClientBase
-from jobcache_client.jobs import Job, JobPage, JobStatus
+from jobcache_client.jobs import Job, JobPage, JobStatus, RetriedJobs
 from jobcache_client.operations import DEFAULT_MAX_BATCH, Call, EventStream, Listing, Operation
 
 T = TypeVar("T")
@@ -49,10 +50,14 @@ class AsyncClient(ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         *,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        expires_in: float | None = None,
     ) -> Job:
         """Queue a job of type `name`; its record, `queued`. Sent again after a lost answer
-        with the same idempotency key (a new one unless given), so it queues one job at most."""
-        return await self._run(operations.submit(name, parameters, idempotency_key, callback_url))
+        with the same idempotency key (a new one unless given), so it queues one job at most.
+        `expires_in`: seconds after which, not started, it ends `expired` instead."""
+        return await self._run(
+            operations.submit(name, parameters, idempotency_key, callback_url, expires_in)
+        )
 
     async def submit_many(
         self,
@@ -62,11 +67,14 @@ class AsyncClient(ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         idempotency_key: str | None = None,
         callback_url: str | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        expires_in: float | None = None,
     ) -> builtins.list[Job]:
         """Queue a job of type `name` for each parameter set, `max_batch` to a request; the
-        records in the same order."""
+        records in the same order. `expires_in`: as for `submit`, for each job."""
         return await self._run(
-            operations.submit_many(name, parameters, idempotency_key, callback_url, max_batch)
+            operations.submit_many(
+                name, parameters, idempotency_key, callback_url, max_batch, expires_in
+            )
         )
 
     async def get(self, job_id: str) -> Job:
@@ -131,6 +139,23 @@ class AsyncClient(ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     async def resume_queue(self, name: str) -> dict[str, Any]:
         """Start the queue's jobs again."""
         return await self._run(operations.steer_queue(name, "resume"))
+
+    async def retry(self, job_id: str) -> Job:
+        """Run a job that ended failed, cancelled or expired again, under the same id; its
+        record, `queued` anew (the earlier errors in `previous_errors`). Conflict if it did
+        not end so, or is no longer kept (FAILED_JOB_TTL)."""
+        return await self._run(operations.retry(job_id))
+
+    async def retry_failed(
+        self,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        since: datetime | None = None,
+    ) -> RetriedJobs:
+        """Run again every kept failure of a queue or of a job type (of every API key: it
+        takes an admin key), only those that ended at or after `since` if given; how many."""
+        return await self._run(operations.retry_failed(queue, name, since))
 
     async def delete(self, job_id: str) -> None:
         """Delete the job's record, cancelling the job first if it has not finished."""

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from jobcache_client.base import DEFAULT_URL
@@ -46,9 +47,10 @@ EPILOG = """\
 The api's address comes from --url or JOBCACHE_URL, its key from --api-key or JOBCACHE_API_KEY.
 JSON arguments may be given inline, as @file, or as - for standard input.
 
-exit codes: 0 done; 1 the job ended failed or cancelled (submit --wait, wait); 2 bad
-arguments; 3 the api could not be reached; 4 not found; 5 unauthorized; 6 the request was
-refused (400, 413, 415, 422); 7 conflict (the job had finished); 8 rate limited or
+exit codes: 0 done; 1 the job ended failed, cancelled or expired (submit --wait, wait); 2 bad
+arguments; 3 the api could not be reached; 4 not found; 5 unauthorized (401, 403); 6 the
+request was refused (400, 413, 415, 422); 7 conflict (the job had finished, or cannot be run
+again); 8 rate limited or
 unavailable after retries; 9 wait timed out (the last record is printed); 10 anything else.
 """
 
@@ -99,7 +101,11 @@ def outcome(job: Job) -> int:
 
 
 def submission_options(options: argparse.Namespace) -> dict[str, Any]:
-    return {"idempotency_key": options.idempotency_key, "callback_url": options.callback_url}
+    return {
+        "idempotency_key": options.idempotency_key,
+        "callback_url": options.callback_url,
+        "expires_in": options.expires_in,
+    }
 
 
 def submit(client: Client, options: argparse.Namespace) -> int:
@@ -151,6 +157,32 @@ def list_jobs(client: Client, options: argparse.Namespace) -> int:
 def cancel(client: Client, options: argparse.Namespace) -> int:
     show(dict(client.cancel(options.job_id).raw))
     return 0
+
+
+def retry(client: Client, options: argparse.Namespace) -> int:
+    if options.failed:
+        if options.job_id is not None:
+            raise UsageError("give a job's ID, or --failed with --queue or --name: not both")
+        if options.queue is None and options.name is None:
+            raise UsageError("retry --failed needs --queue NAME or --name TYPE")
+        retried = client.retry_failed(queue=options.queue, name=options.name, since=options.since)
+        show(dict(retried.raw))
+        return 0
+    if options.job_id is None:
+        raise UsageError("give a job's ID, or --failed with --queue or --name")
+    if options.queue or options.name or options.since:
+        raise UsageError("--queue, --name and --since go with --failed")
+    show(dict(client.retry(options.job_id).raw))
+    return 0
+
+
+def since_argument(text: str) -> datetime:
+    """An ISO 8601 time; UTC when it names no offset."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def delete(client: Client, options: argparse.Namespace) -> int:
@@ -212,6 +244,12 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("name", metavar="NAME", help="the job type")
         sub.add_argument("--idempotency-key", help="a repeat with the same key queues nothing")
         sub.add_argument("--callback-url", help="where the api reports the job's end")
+        sub.add_argument(
+            "--expires-in",
+            type=float,
+            metavar="SECONDS",
+            help="not started by then, a job ends `expired` instead of running late",
+        )
 
     def job_id(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("job_id", metavar="ID")
@@ -246,6 +284,25 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("action", nargs="?", choices=["pause", "resume"], metavar="pause|resume")
     sub.add_argument("queue", nargs="?", metavar="NAME")
+    sub = command(
+        "retry",
+        retry,
+        "run a failed, cancelled or expired job again under its id; or, with --failed, every "
+        "kept failure of a queue or job type (an admin key)",
+    )
+    sub.add_argument("job_id", metavar="ID", nargs="?")
+    sub.add_argument(
+        "--failed", action="store_true", help="every kept failure of --queue or --name"
+    )
+    sub.add_argument("--queue", help="with --failed: the queue")
+    sub.add_argument("--name", help="with --failed: the job type")
+    sub.add_argument(
+        "--since",
+        type=since_argument,
+        metavar="TIME",
+        help="with --failed: only those that ended at or after this ISO 8601 time (UTC if "
+        "it names no offset)",
+    )
     return main
 
 

@@ -80,6 +80,10 @@ class Unauthorized(StatusError):
     """401: API keys are set and the request had none, or a wrong one."""
 
 
+class Forbidden(Unauthorized):
+    """403: the API key is valid but may not do this (it is not one of ADMIN_API_KEYS)."""
+
+
 class NotFound(StatusError):
     """404: no such job (never existed, expired, deleted, or another key's), or no job type of
     that name, in which case `known_job_types` lists the declared ones."""
@@ -175,6 +179,7 @@ def issues_of(detail: Any, item_offset: int = 0) -> list[Issue]:
 STATUS_ERRORS: dict[int, type[JobcacheError]] = {
     400: BadRequest,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,

@@ -11,16 +11,22 @@ from jobcache_client.errors import UnexpectedResponse
 
 
 class JobStatus(StrEnum):
-    """Where a job is: `queued` and `running` change on; the other three are its end."""
+    """Where a job is: `queued` and `running` change on; the others are its end (`expired`:
+    not started before its deadline, `expires_in`)."""
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
-FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+FINISHED = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+KEPT_FAILURES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
+"""The ends after which the api keeps a job (FAILED_JOB_TTL) and can run it again (`retry`)."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,15 @@ class Job:
     scheduled_for: datetime | None
     callback: Callback | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    expires_at: datetime | None = None
+    """The deadline it was submitted with (`expires_in`), if any."""
+    previous_errors: tuple[str, ...] = ()
+    """The errors of its earlier runs, oldest first, once it was run again (`retry`)."""
 
     @property
     def finished(self) -> bool:
-        """Succeeded, failed or cancelled: the record changes no more."""
+        """Succeeded, failed, cancelled or expired: the record changes no more (until it is
+        run again with `retry`)."""
         return self.status in FINISHED
 
     @classmethod
@@ -94,6 +105,8 @@ class Job:
                 scheduled_for=optional_time(record.get("scheduled_for")),
                 callback=None if callback is None else callback_from_json(callback),
                 raw=record,
+                expires_at=optional_time(record.get("expires_at")),
+                previous_errors=tuple(str(error) for error in record.get("previous_errors", ())),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise UnexpectedResponse(f"not a job record ({error!r}): {record!r:.300}") from None
@@ -138,3 +151,28 @@ class JobPage:
         if not isinstance(jobs, list) or not isinstance(cursor, str | None):
             raise UnexpectedResponse(f"not a page of jobs: {page!r:.300}")
         return cls([Job.from_json(record) for record in jobs], cursor)
+
+
+@dataclass(frozen=True)
+class RetriedJobs:
+    """What `retry_failed` (POST /jobs/retry) queued again: how many kept failures of `queue`
+    (of job type `name`, if given, that ended since `since`, if given)."""
+
+    retried: int
+    queue: str
+    name: str | None
+    since: datetime | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Any) -> "RetriedJobs":
+        try:
+            return cls(
+                retried=int(body["retried"]),
+                queue=str(body["queue"]),
+                name=body.get("name"),
+                since=optional_time(body.get("since")),
+                raw=body,
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise UnexpectedResponse(f"not a retry's answer ({error!r}): {body!r:.300}") from None

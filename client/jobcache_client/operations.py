@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -20,7 +21,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from jobcache_client.errors import ConnectionFailed, UnexpectedResponse, WaitTimeout, error_for
-from jobcache_client.jobs import Job, JobPage, JobStatus
+from jobcache_client.jobs import Job, JobPage, JobStatus, RetriedJobs
 
 T = TypeVar("T")
 
@@ -101,13 +102,18 @@ def submission(
     idempotency_key: str | None,
     callback_url: str | None,
     suffix: str = "",
+    expires_in: float | None = None,
 ) -> Call:
     """A POST of new jobs, with an idempotency key (a new one unless the caller chose it), so
     that sending it again after a lost answer returns the same jobs instead of new ones."""
     return Call(
         "POST",
         job_type_path(name) + suffix,
-        params={} if callback_url is None else {"callback_url": callback_url},
+        params={
+            key: value
+            for key, value in (("callback_url", callback_url), ("expires_in", expires_in))
+            if value is not None
+        },
         body=body,
         headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
         idempotent_submission=True,
@@ -119,8 +125,11 @@ def submit(
     parameters: Mapping[str, Any],
     idempotency_key: str | None,
     callback_url: str | None,
+    expires_in: float | None = None,
 ) -> Operation[Job]:
-    response = yield submission(name, dict(parameters), idempotency_key, callback_url)
+    response = yield submission(
+        name, dict(parameters), idempotency_key, callback_url, expires_in=expires_in
+    )
     return Job.from_json(json_of(response))
 
 
@@ -143,6 +152,7 @@ def submit_many(
     idempotency_key: str | None,
     callback_url: str | None,
     max_batch: int,
+    expires_in: float | None = None,
 ) -> Operation[list[Job]]:
     """POST /jobs/{name}/batch, a request per `max_batch` parameter sets; the jobs in order.
     An error of a later request says which jobs the earlier ones queued (`submitted`), and its
@@ -153,7 +163,7 @@ def submit_many(
     jobs: list[Job] = []
     for start, key in zip(starts, chunk_keys(idempotency_key, len(starts)), strict=True):
         chunk = [dict(each) for each in parameters[start : start + max_batch]]
-        response = yield submission(name, chunk, key, callback_url, "/batch")
+        response = yield submission(name, chunk, key, callback_url, "/batch", expires_in)
         if not response.is_success:
             raise error_for(response, item_offset=start, submitted=jobs)
         body = json_of(response)
@@ -217,6 +227,20 @@ def list_call(
 def cancel(job_id: str) -> Operation[Job]:
     response = yield Call("POST", f"{job_path(job_id)}/cancel")
     return Job.from_json(json_of(response))
+
+
+def retry(job_id: str) -> Operation[Job]:
+    response = yield Call("POST", f"{job_path(job_id)}/retry")
+    return Job.from_json(json_of(response))
+
+
+def retry_failed(
+    queue: str | None, name: str | None, since: datetime | None
+) -> Operation[RetriedJobs]:
+    given = {"queue": queue, "name": name, "since": None if since is None else since.isoformat()}
+    params = {key: value for key, value in given.items() if value is not None}
+    response = yield Call("POST", "/jobs/retry", params=params)
+    return RetriedJobs.from_json(json_of(response))
 
 
 def delete(job_id: str) -> Operation[None]:

@@ -40,6 +40,10 @@ class QueuedJob(BaseModel):
     trace_context: dict[str, str] | None = None
     """The submitting request's span as W3C trace headers (traceparent, tracestate), whose
     child each attempt's span is (shared/tracing.py); None when tracing is off."""
+    expires_at: datetime | None = None
+    """Its deadline (`?expires_in=`): not started by then, it ends `expired` (worker/runner.py)."""
+    previous_errors: list[str] = []
+    """The errors of its earlier runs, when it was run again (POST /jobs/{id}/retry)."""
 
     @classmethod
     def of(cls, record: JobRecord, parameters: dict[str, Any], queue: str) -> "QueuedJob":
@@ -53,6 +57,8 @@ class QueuedJob(BaseModel):
             scheduled_for=record.scheduled_for,
             callback_url=record.callback.url if record.callback is not None else None,
             trace_context=record.trace_context,
+            expires_at=record.expires_at,
+            previous_errors=record.previous_errors,
         )
 
     def __repr__(self) -> str:

@@ -3,6 +3,9 @@ as it is, shared/records/redis.py for Redis)."""
 
 from shared.records.model import (
     CANCELLED_MESSAGE,
+    EXPIRED_MESSAGE,
+    KEPT_FAILURES,
+    PREVIOUS_ERRORS_KEPT,
     UNFINISHED_RECORD_TTL,
     Callback,
     CallbackState,
@@ -16,6 +19,9 @@ from shared.records.store import RecordPublisher, RecordStore
 
 __all__ = [
     "CANCELLED_MESSAGE",
+    "EXPIRED_MESSAGE",
+    "KEPT_FAILURES",
+    "PREVIOUS_ERRORS_KEPT",
     "UNFINISHED_RECORD_TTL",
     "Callback",
     "CallbackState",

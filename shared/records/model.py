@@ -14,13 +14,26 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    """Not started before its deadline (`?expires_in=`), and so never run."""
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self is not JobStatus.QUEUED and self is not JobStatus.RUNNING
 
+    @property
+    def kept_failure(self) -> bool:
+        """An end that keeps the job, its record and its parameters, for FAILED_JOB_TTL so
+        that it can be run again (shared/failures/)."""
+        return self in KEPT_FAILURES
+
+
+KEPT_FAILURES = frozenset((JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED))
 
 CANCELLED_MESSAGE = "cancelled by the client"
+EXPIRED_MESSAGE = "not started before its deadline (expires_in)"
+PREVIOUS_ERRORS_KEPT = 5
+"""The earlier runs' errors a record keeps after it was run again (`previous_errors`)."""
 
 # arq drops a job that has not started within a day of being queued (its expires_extra_ms);
 # until then the job may still run, so its record must stay.
@@ -98,6 +111,12 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     scheduled_for: datetime | None = None
     """The due time this run was for, when a schedule submitted it (`@job(schedule=...)`)."""
+    expires_at: datetime | None = None
+    """The deadline it was submitted with (`?expires_in=`): not started by then, it ends
+    `expired` instead of running late; null without one."""
+    previous_errors: list[str] = Field(default_factory=list)
+    """The errors of its earlier runs, oldest first (at most 5), when it was run again
+    (`POST /jobs/{id}/retry`); empty otherwise."""
     callback: Callback | None = None
     """The callback the job was submitted with (`callback_url`), and how its delivery goes;
     null without one."""

@@ -20,7 +20,13 @@ from shared.replication import ReplicaAcks, until_replicated
 logger = logging.getLogger(__name__)
 
 KEPT_THROUGH_FAILOVER = frozenset(
-    (JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+    (
+        JobStatus.QUEUED,
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.EXPIRED,
+    )
 )
 """Records written only after REDIS_MIN_REPLICAS_ACK replicas have them: a job accepted and a
 job's outcome (a running job's records are not worth a wait: a lost one is rewritten)."""
