@@ -20,6 +20,9 @@ class QueueStatus(QueueLine):
     """One queue: whether it is paused, its jobs, and the live workers serving it."""
 
     paused: bool
+    kept_failures: int
+    """Its jobs that ended failed, cancelled or expired and are kept (FAILED_JOB_TTL), which
+    POST /jobs/retry?queue= runs again."""
 
 
 def known_queue(catalog: Catalog, name: str) -> str:
@@ -33,12 +36,17 @@ def known_queue(catalog: Catalog, name: str) -> str:
 async def queue_statuses(services: ServicesDep) -> list[QueueStatus]:
     backend = services.backend
     workers = await backend.overview.workers()
-    depths, paused = await asyncio.gather(
-        backend.overview.queue_depths(services.catalog.queues, running_job_ids(workers)),
+    queues = services.catalog.queues
+    depths, paused, kept = await asyncio.gather(
+        backend.overview.queue_depths(queues, running_job_ids(workers)),
         backend.queue.paused(),
+        asyncio.gather(*(backend.failures.count(queue) for queue in queues)),
     )
+    kept_by_queue = dict(zip(queues, kept, strict=True))
     return [
-        QueueStatus(**line.model_dump(), paused=line.name in paused)
+        QueueStatus(
+            **line.model_dump(), paused=line.name in paused, kept_failures=kept_by_queue[line.name]
+        )
         for line in queue_lines(depths, workers)
     ]
 
@@ -46,7 +54,8 @@ async def queue_statuses(services: ServicesDep) -> list[QueueStatus]:
 @router.get("/queues", response_model=list[QueueStatus], responses=answers(401, 403, 503))
 async def list_queues(services: ServicesDep, _admin: AdminDep) -> list[QueueStatus]:
     """Every queue of the job types: paused or not, its waiting, running and deferred jobs,
-    how long its oldest waiting job has been due, and how many live workers serve it. With
+    how long its oldest waiting job has been due, how many live workers serve it and how many
+    of its failures are kept. With
     API keys set, it needs an admin key (ADMIN_API_KEYS)."""
     return await queue_statuses(services)
 
