@@ -92,7 +92,7 @@ class RedisQueue:
             for job in jobs:
                 envelope = serialize_job(
                     job.name,
-                    (job.model_dump(mode="json"),),
+                    (job.model_dump(mode="json", exclude_defaults=True),),
                     {},
                     None,
                     enqueue_time_ms,
