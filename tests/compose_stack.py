@@ -7,6 +7,10 @@ compose project name of its own and with the api published on a free port of the
 whatever the test did; the images it builds on stay cached. Those come from
 tests/compose/images.sh: stand-ins for the two upstream images (no registry is reachable
 here), and the project's image, whose layers the project's own builds reuse.
+
+Before each `up`, the project's network and its bridge are made with a MAC address of the
+bridge's own (`prepare_network`), as Docker and netavark 1.9 or later make their bridges; the
+netavark of Debian 12's podman (1.4) does not, which lost one failover in three.
 """
 
 import contextlib
@@ -52,6 +56,7 @@ and the developer's own `.env`."""
 STACK_SERVICES = ("api", "worker", "worker-cpu")
 """The services the tests start (and those they depend on, both Redis): RedisInsight's image
 cannot be had here."""
+SENTINEL_SERVICES = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")
 
 
 def podman_compose() -> str:
@@ -118,6 +123,8 @@ class ComposeStack:
         self.profiles = list(profiles)
         self.log = folder / "podman-compose.log"
         self._anonymous_volumes: set[str] = set()
+        self._bridges: dict[str, str] = {}
+        """The bridges prepare_network() made, by name, and the address it gave each."""
         self.api = httpx.Client(
             base_url=f"http://127.0.0.1:{self.api_port}",
             headers={"Authorization": f"Bearer {self.api_key}"},
@@ -130,6 +137,8 @@ class ComposeStack:
         if arguments[0] in ("up", "down"):
             # Either may remove containers, whose unnamed volumes it leaves behind.
             self.remember_anonymous_volumes()
+        if arguments[0] == "up":
+            self.prepare_network()
         profiles = [option for name in self.profiles for option in ("--profile", name)]
         command = [podman_compose(), "-p", self.project, *profiles, *arguments]
         environment = engine_environment() | {"API_PORT": str(self.api_port)}
@@ -148,6 +157,46 @@ class ComposeStack:
         if done.returncode != 0:
             tail = self.log.read_text()[-3000:]
             raise RuntimeError(f"podman-compose {' '.join(arguments)} failed:\n{tail}")
+
+    def prepare_network(self) -> None:
+        """Create the project's network, as podman-compose would, and its bridge with a MAC
+        address of its own, before the first container joins it.
+
+        A Linux bridge without an address set takes the lowest of its ports' (the containers'
+        host-side veths, random) and takes another whenever a container with a lower one
+        starts or the one it has stops, with no announcement. The host then drops what the
+        other containers send to the gateway's old address, until their ARP entry is
+        refreshed, up to a minute later; the gateway is where aardvark-dns answers, so each
+        name they resolve meanwhile takes 10 to 40 s. Redis and Sentinel resolve in their
+        event loop: a replica reconnecting to the killed master's name stopped answering the
+        Sentinels, which found no replica to promote and tried again two failover-timeouts
+        later (4 runs in 8), and Sentinels starting beside the others spent 30 s in TILT mode
+        (about one run in two). netavark 1.9 gives the bridges it creates an address; 1.4, in
+        Debian 12, does not, and takes a bridge that exists as it finds it: with its gateway
+        address and up, as netavark would have made it.
+        """
+        label = f"io.podman.compose.project={self.project}"
+        network = f"{self.project}_default"
+        listed = podman("network", "ls", "--filter", f"label={label}", "--format", "{{.Name}}")
+        if network not in listed.split():
+            # podman-compose's own arguments for a project's default network.
+            labels = ["--label", label, "--label", f"com.docker.compose.project={self.project}"]
+            podman("network", "create", *labels, network)
+        bridge, subnet, gateway = podman(
+            "network",
+            "inspect",
+            "--format",
+            "{{.NetworkInterface}}{{range .Subnets}} {{.Subnet}} {{.Gateway}}{{end}}",
+            network,
+        ).split()[:3]
+        if (Path("/sys/class/net") / bridge).exists():
+            return
+        prefix = subnet.split("/")[1]
+        address = unicast_address()
+        ip("link", "add", "name", bridge, "address", address, "type", "bridge")
+        self._bridges[bridge] = address
+        ip("address", "add", f"{gateway}/{prefix}", "dev", bridge)
+        ip("link", "set", "dev", bridge, "up")
 
     def containers(self, service: str | None = None, *, running: bool = False) -> list[str]:
         """The names of the project's containers (of one service), in order."""
@@ -200,6 +249,12 @@ class ComposeStack:
     def hostname(container: str) -> str:
         return podman("inspect", "--format", "{{.Config.Hostname}}", container)
 
+    def kill(self, service: str) -> None:
+        podman("kill", self.container(service))
+
+    def start_again(self, service: str) -> None:
+        podman("start", self.container(service))
+
     def diagnosis(self) -> str:
         """What a failed test shows: the end of podman-compose's output, each container's
         state and the end of its log."""
@@ -233,10 +288,28 @@ class ComposeStack:
         networks = podman("network", "ls", "--filter", label, "--format", "{{.Name}}", check=False)
         for network in networks.split():
             podman("network", "rm", "--force", network, check=False)
+        # netavark deletes a bridge once its last container is gone, not one no container
+        # joined; a bridge of that name with ports or another address is another's now.
+        for bridge, address in self._bridges.items():
+            interface = Path("/sys/class/net") / bridge
+            with contextlib.suppress(OSError):
+                if (interface / "address").read_text().strip() == address and not any(
+                    (interface / "brif").iterdir()
+                ):
+                    subprocess.run(["ip", "link", "delete", bridge], check=False, timeout=30)
         for service in STACK_SERVICES:
             podman("rmi", f"{self.project}_{service}", check=False)
         # podman-compose puts the project's containers in a pod, which `down` leaves.
         podman("pod", "rm", "--force", f"pod_{self.project}", check=False)
+
+
+def ip(*arguments: str) -> None:
+    subprocess.run(["ip", *arguments], check=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def unicast_address() -> str:
+    """A random MAC address, locally administered and unicast."""
+    return ":".join(f"{byte:02x}" for byte in (0x02, *secrets.token_bytes(5)))
 
 
 def last_distinct(log: str, count: int = 20) -> list[str]:

@@ -132,6 +132,24 @@ def test_the_queue_redis_never_evicts_and_the_cache_redis_does(compose: dict[str
         assert service["depends_on"]["cache-redis"]["condition"] == "service_healthy"
 
 
+def test_the_queue_and_the_cache_each_keep_an_append_only_file_on_a_volume(
+    compose: dict[str, Any],
+) -> None:
+    """A restart keeps the queued jobs (redis) and what their clients were given (cache-redis:
+    their records, lists and Idempotency-Keys), which the workers only update; the cache still
+    evicts as it did."""
+    sources = set()
+    for name in ("redis", "cache-redis"):
+        service = compose["services"][name]
+        assert "--appendonly yes" in command_of(service), name
+        [volume] = service["volumes"]
+        source, target = volume.split(":")
+        assert target == "/data" and source in compose["volumes"], name
+        sources.add(source)
+    assert len(sources) == 2
+    assert "--maxmemory-policy volatile-ttl" in command_of(compose["services"]["cache-redis"])
+
+
 def test_worker_can_be_scaled(compose: dict[str, Any]) -> None:
     """`--scale worker=N` fails on a fixed container name or a published host port."""
     for name in ("worker", "worker-cpu"):
