@@ -46,6 +46,8 @@ def record(job_id: str, created_at: str, message: str | None) -> bytes:
         "finished_at": moment,
         "scheduled_for": None,
         "callback": None,
+        "expires_at": None,
+        "previous_errors": [],
     }
     return json.dumps(fields, separators=(",", ":")).encode()
 
