@@ -45,9 +45,9 @@ def record(job_id: str, created_at: str, message: str | None) -> bytes:
         "started_at": moment,
         "finished_at": moment,
         "scheduled_for": None,
-        "callback": None,
         "expires_at": None,
         "previous_errors": [],
+        "callback": None,
     }
     return json.dumps(fields, separators=(",", ":")).encode()
 
