@@ -314,11 +314,45 @@ function totalsBy(kind, now, windowMs = HOUR_MS) {
 }
 
 function queueNote(queue) {
+  if (queue.paused) return "paused: its jobs wait until it is resumed";
   // A queue no live worker serves: its jobs wait until one with it in WORKER_QUEUES starts.
   if (queue.workers === 0) return "no worker serves it";
   // Its workers are alive but every slot is taken, some by other queues' jobs.
   if (queue.busy_elsewhere) return "workers busy with other queues";
   return "";
+}
+
+function steerButton(queue) {
+  // Pause (or resume) the queue: POST /queues/{name}/pause or /resume, an admin key's act when
+  // the api has keys; the next poll shows the queue as it then is.
+  const action = queue.paused ? "resume" : "pause";
+  const button = element(
+    "button",
+    { type: "button", className: "steer", dataset: { action } },
+    queue.paused ? "Resume" : "Pause",
+  );
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const message = $("queues-message");
+    try {
+      const response = await fetch(`/queues/${encodeURIComponent(queue.name)}/${action}`, {
+        method: "POST",
+        headers: requestHeaders(),
+        cache: "no-store",
+      });
+      const body = await response.json();
+      if (!response.ok) throw new Error(typeof body.detail === "string" ? body.detail : `answered ${response.status}`);
+      message.textContent = `Queue ${queue.name} ${body.paused ? "paused: it takes jobs and starts none" : "resumed"}.`;
+      message.dataset.state = "ok";
+      render(await getJson(`/dashboard/state${historyQuery()}`));
+    } catch (problem) {
+      message.textContent = `Could not ${action} ${queue.name}: ${problem.message}`;
+      message.dataset.state = "bad";
+      button.disabled = false;
+    }
+    message.hidden = false;
+  });
+  return button;
 }
 
 function renderQueues(state, now) {
@@ -329,10 +363,13 @@ function renderQueues(state, now) {
       const unserved = queue.workers === 0;
       const totals = hour.get(queue.name) || { finished: 0, failed: 0 };
       const age = queue.oldest_waiting_seconds;
-      const className = unserved ? "alert" : queue.busy_elsewhere ? "busy" : "";
+      const className = queue.paused ? "paused" : unserved ? "alert" : queue.busy_elsewhere ? "busy" : "";
       return element(
         "tr",
-        { dataset: { queue: queue.name, busyElsewhere: String(queue.busy_elsewhere) }, className },
+        {
+          dataset: { queue: queue.name, busyElsewhere: String(queue.busy_elsewhere), paused: String(queue.paused) },
+          className,
+        },
         element("td", {}, element("code", {}, queue.name)),
         element("td", { className: "number" }, String(queue.waiting)),
         element("td", { className: "number oldest" }, age === null ? "" : seconds(age * 1000)),
@@ -342,6 +379,7 @@ function renderQueues(state, now) {
         element("td", { className: "number finished" }, String(totals.finished)),
         element("td", { className: "number failed" }, String(totals.failed)),
         element("td", { className: "note" }, queueNote(queue)),
+        element("td", {}, steerButton(queue)),
       );
     }),
   );

@@ -74,6 +74,8 @@ class QueueLine(QueueView):
     worker with it in WORKER_QUEUES starts)."""
 
     name: str
+    paused: bool
+    """No worker starts its jobs until it is resumed (POST /queues/{name}/resume)."""
     workers: int
     busy_elsewhere: bool
     """Its jobs wait because every slot of the workers serving it is taken, some by jobs of
@@ -190,8 +192,10 @@ async def recent_jobs(backend: Backend, caller: Caller) -> list[JobSummary]:
     return [summary(record) for record in found[:RECENT_SHOWN]]
 
 
-def queue_lines(depths: dict[str, QueueDepth], workers: list[WorkerStatus]) -> list[QueueLine]:
-    """Each queue's line, from its depth and the live workers' heartbeats."""
+def queue_lines(
+    depths: dict[str, QueueDepth], workers: list[WorkerStatus], paused: set[str]
+) -> list[QueueLine]:
+    """Each queue's line, from its depth, the live workers' heartbeats and the paused queues."""
     now = time.time()
     lines = []
     for queue, depth in depths.items():
@@ -199,6 +203,7 @@ def queue_lines(depths: dict[str, QueueDepth], workers: list[WorkerStatus]) -> l
         lines.append(
             QueueLine(
                 name=queue,
+                paused=queue in paused,
                 waiting=waiting,
                 running=running_jobs(queue, workers),
                 deferred=depth.deferred,
@@ -317,14 +322,15 @@ async def dashboard_state(
     catalog = services.catalog
     # The workers first: a queue holds its running jobs too, which are not waiting.
     workers = await backend.overview.workers()
-    depths, recent, kept, history, redis_ok = await asyncio.gather(
+    depths, paused, recent, kept, history, redis_ok = await asyncio.gather(
         backend.overview.queue_depths(catalog.queues, running_job_ids(workers)),
+        backend.queue.paused(),
         recent_jobs(backend, caller),
         kept_failures(backend, catalog.queues, caller),
         history_view(backend.history, history_since),
         redis_answers(services),
     )
-    queues = queue_lines(depths, workers)
+    queues = queue_lines(depths, workers, paused)
     shown = workers
     if caller.owner is not None:
         visible = {job.id for job in recent}

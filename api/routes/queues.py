@@ -17,9 +17,9 @@ router = APIRouter(tags=["queues"])
 
 
 class QueueStatus(QueueLine):
-    """One queue: whether it is paused, its jobs, and the live workers serving it."""
+    """One queue: whether it is paused, its jobs, the live workers serving it and its kept
+    failures."""
 
-    paused: bool
     kept_failures: int
     """Its jobs that ended failed, cancelled or expired and are kept (FAILED_JOB_TTL), which
     POST /jobs/retry?queue= runs again."""
@@ -44,10 +44,8 @@ async def queue_statuses(services: ServicesDep) -> list[QueueStatus]:
     )
     kept_by_queue = dict(zip(queues, kept, strict=True))
     return [
-        QueueStatus(
-            **line.model_dump(), paused=line.name in paused, kept_failures=kept_by_queue[line.name]
-        )
-        for line in queue_lines(depths, workers)
+        QueueStatus(**line.model_dump(), kept_failures=kept_by_queue[line.name])
+        for line in queue_lines(depths, workers, paused)
     ]
 
 
