@@ -70,6 +70,39 @@ async def test_a_malformed_job_event_is_logged_and_later_events_still_arrive(
         assert "not json" not in line and '"id"' not in line, f"a payload was logged: {line}"
 
 
+async def test_one_announcement_of_several_records_reaches_each_watcher_despite_a_bad_line(
+    namespace: str, publisher: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker announces the jobs it ended together in one message, a line each: every
+    watched job gets its record, even when a line between them is malformed."""
+    channel = f"{namespace}:job-events"
+    first, second = (
+        JobRecord(id=new_job_id(), name="echo", status=JobStatus.SUCCEEDED) for _ in range(2)
+    )
+    client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=DB)
+    events = RedisJobEvents(client, channel)
+    try:
+        await events.start_listening()
+        with (
+            caplog.at_level(logging.WARNING, logger="shared.subscriptions"),
+            events.watch(first.id) as first_updates,
+            events.watch(second.id) as second_updates,
+        ):
+            lines = [
+                RedisJobEvents.message(first, first.model_dump_json()),
+                f"{second.id} not json",
+                RedisJobEvents.message(second, second.model_dump_json()),
+            ]
+            await publisher.publish(channel, "\n".join(lines))
+
+            assert await first_updates.next(5) == first
+            assert await second_updates.next(5) == second
+    finally:
+        await events.close()
+        await client.aclose()
+    assert any("ignored a malformed message" in entry.getMessage() for entry in caplog.records)
+
+
 async def test_a_malformed_cancel_is_ignored_and_the_next_cancel_stops_the_job(
     namespace: str, publisher: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -52,9 +52,16 @@ class RedisJobEvents(LocalFanOut):
         await self._subscription.close()
 
     def _dispatch(self, data: bytes) -> None:
-        """A malformed message raises here; the subscription logs it and reads on."""
+        """A malformed message raises here, once every other line of it was handed on; the
+        subscription logs it and reads on."""
+        malformed: Exception | None = None
         for line in data.split(b"\n"):
-            self._dispatch_one(line)
+            try:
+                self._dispatch_one(line)
+            except Exception as error:  # one bad line must not drop the others' records
+                malformed = malformed or error
+        if malformed is not None:
+            raise malformed
 
     def _dispatch_one(self, data: bytes) -> None:
         job_id, _, payload = data.partition(b" ")
